@@ -1,0 +1,70 @@
+//! The demo: three small backends on the addresses in `proxy.toml`, each
+//! answering with its own name, and Switchyard in front of them.
+//!
+//! ```text
+//! cargo run --release --example demo
+//! curl localhost:8080            # backend-1, backend-2, backend-3, backend-1, ...
+//! curl localhost:9901/metrics    # switchyard_requests_total counts them
+//! ```
+//!
+//! A different config: `cargo run --release --example demo -- --config other.toml`.
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/backend.rs"]
+mod backend;
+
+use std::process::ExitCode;
+
+use backend::{Behavior, TestBackend};
+use clap::Parser;
+use switchyard::cli::Cli;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let config = match switchyard::config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addrs: Vec<_> = config
+        .default_upstream()
+        .backends
+        .iter()
+        .map(|b| b.socket_addr)
+        .collect();
+
+    let (started, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        rt.block_on(async move {
+            let mut backends = Vec::new();
+            for (i, addr) in addrs.into_iter().enumerate() {
+                let name = format!("backend-{}", i + 1);
+                match TestBackend::start_on(addr, &name, Behavior::Name).await {
+                    Ok(b) => backends.push(b),
+                    Err(e) => {
+                        let _ = started.send(Err(format!("cannot start {name} on {addr}: {e}")));
+                        return;
+                    }
+                }
+            }
+            let _ = started.send(Ok(()));
+            std::future::pending::<()>().await;
+        });
+    });
+    if let Ok(Err(e)) | Err(e) = ready.recv().map_err(|e| e.to_string()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let listen = config.server.listen[0];
+    let admin = config.admin.listen;
+    println!("demo backends up; Switchyard on http://{listen}, admin on http://{admin}");
+    println!("try:  curl {listen}   and   curl {admin}/metrics");
+    switchyard::build_server(config, cli.pingora_opt())
+        .server
+        .run_forever()
+}

@@ -1,0 +1,83 @@
+//! The command line: `switchyard [--config F]` runs, `switchyard check`
+//! validates. Pingora's own `Opt` is built from these flags explicitly, never
+//! parsed from argv by Pingora.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use pingora::server::configuration::Opt;
+
+use crate::config::Config;
+
+/// Default config path, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "proxy.toml";
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "A reverse proxy and load balancer on Pingora")]
+pub struct Cli {
+    /// The config file.
+    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    pub upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    pub daemon: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config, print a summary, and exit 0 (valid) or 1 (not).
+    Check,
+}
+
+impl Cli {
+    /// The Pingora options these flags imply.
+    pub fn pingora_opt(&self) -> Opt {
+        Opt {
+            upgrade: self.upgrade,
+            daemon: self.daemon,
+            ..Opt::default()
+        }
+    }
+}
+
+/// A short human summary of a valid config, for `switchyard check`.
+pub fn summary(config: &Config) -> String {
+    let mut out = String::new();
+    let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "{}: ok (sha256 {})",
+        config.path.display(),
+        &config.hash[..12]
+    );
+    let _ = writeln!(
+        out,
+        "  listen {}; admin {}; {} worker threads",
+        listen.join(", "),
+        config.admin.listen,
+        config.server.threads
+    );
+    for (i, u) in config.upstreams.iter().enumerate() {
+        let default = if i == config.default_upstream { ", default" } else { "" };
+        let _ = writeln!(
+            out,
+            "  upstream {} ({}, retries {}, connect {:?}, read {:?}{default}): {} backend(s)",
+            u.name,
+            u.balance.name(),
+            u.retries,
+            u.timeouts.connect,
+            u.timeouts.read,
+            u.backends.len()
+        );
+        for b in &u.backends {
+            let _ = writeln!(out, "    {} weight {}", b.address, b.weight);
+        }
+    }
+    out
+}

@@ -1,0 +1,105 @@
+//! The serde mirror of `proxy.toml`: exactly what the file may say, with the
+//! source span of every value kept so that validation errors can point at it.
+//!
+//! Nothing here checks meaning; `validate.rs` turns this into [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<ServerSection>,
+    pub admin: Option<AdminSection>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, Spanned<UpstreamSection>>,
+}
+
+/// `[server]`: the data-plane listeners and process settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub threads: Option<Spanned<i64>>,
+    pub grace_period: Option<Spanned<String>>,
+    pub default_upstream: Option<Spanned<String>>,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[upstreams.NAME]`: one pool of backends and how to reach them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub balance: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub backends: Option<Spanned<Vec<Spanned<BackendEntry>>>>,
+    /// Accepted so that the error can say it is not available yet, rather
+    /// than calling a documented key unknown.
+    pub health_check: Option<Spanned<toml::Table>>,
+}
+
+/// One entry of `backends`: `"127.0.0.1:3001"` or
+/// `{ address = "127.0.0.1:3001", weight = 2 }`.
+#[derive(Debug)]
+pub enum BackendEntry {
+    Short(String),
+    Long {
+        address: Spanned<String>,
+        weight: Option<Spanned<i64>>,
+    },
+}
+
+const BACKEND_FIELDS: &[&str] = &["address", "weight"];
+
+impl<'de> Deserialize<'de> for BackendEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BackendEntryVisitor)
+    }
+}
+
+/// Hand-written instead of `#[serde(untagged)]`: an untagged enum buffers its
+/// input and so loses the spans that the long form's fields carry.
+struct BackendEntryVisitor;
+
+impl<'de> Visitor<'de> for BackendEntryVisitor {
+    type Value = BackendEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a backend: \"127.0.0.1:3001\" or { address = \"127.0.0.1:3001\", weight = 2 }",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<BackendEntry, E> {
+        Ok(BackendEntry::Short(value.to_owned()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendEntry, A::Error> {
+        let mut address = None;
+        let mut weight = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "address" => address = Some(map.next_value()?),
+                "weight" => weight = Some(map.next_value()?),
+                other => return Err(de::Error::unknown_field(other, BACKEND_FIELDS)),
+            }
+        }
+        let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
+        Ok(BackendEntry::Long { address, weight })
+    }
+}

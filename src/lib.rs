@@ -1,0 +1,18 @@
+//! Switchyard: a reverse proxy and load balancer on Pingora.
+//!
+//! [`build_server`] turns a validated [`config::Config`] into a Pingora
+//! server with the proxy and admin services; `main`, the tests and the
+//! examples all start Switchyard through it.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms, unused_must_use)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+mod server;
+
+pub use server::{build_server, Switchyard};

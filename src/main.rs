@@ -1,0 +1,28 @@
+//! The `switchyard` binary: parse the command line, load the config, then
+//! check it or build the server and run it.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let config = match switchyard::config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => {
+            print!("{}", cli::summary(&config));
+            ExitCode::SUCCESS
+        }
+        None => switchyard::build_server(config, cli.pingora_opt())
+            .server
+            .run_forever(),
+    }
+}

@@ -1,0 +1,178 @@
+//! Every metric Switchyard exports: names, help texts and label sets in one
+//! place, registered in a registry the server owns (tests get fresh ones).
+//!
+//! Labels are bounded: upstream and backend names from the config, status
+//! codes and fixed words. Pool gauges are read from the current snapshot at
+//! scrape time, so they can never drift or underflow.
+
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::pool::Snapshot;
+
+pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
+pub const UPSTREAM_FAILURES_TOTAL: &str = "switchyard_upstream_failures_total";
+pub const RETRIES_TOTAL: &str = "switchyard_retries_total";
+pub const LOCAL_RESPONSES_TOTAL: &str = "switchyard_local_responses_total";
+pub const BACKEND_IN_FLIGHT: &str = "switchyard_backend_in_flight";
+pub const BACKEND_HEALTHY: &str = "switchyard_backend_healthy";
+pub const BACKEND_WEIGHT: &str = "switchyard_backend_weight";
+pub const BUILD_INFO: &str = "switchyard_build_info";
+
+/// Request duration buckets in seconds: from a fast local backend (1ms) to
+/// the default read timeout (30s).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Why an attempt on a backend failed: the `kind` label of
+/// `switchyard_upstream_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The connection could not be established (refused, unreachable, connect timeout).
+    Connect,
+    /// The backend did not answer within `read_timeout` / `write_timeout`.
+    Timeout,
+    /// The connection broke after it was established.
+    Reset,
+    /// The backend spoke invalid HTTP.
+    Protocol,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Reset => "reset",
+            FailureKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// The server's metrics and the registry they live in.
+pub struct Metrics {
+    registry: Registry,
+    /// upstream, backend, code: responses a backend produced.
+    pub requests: IntCounterVec,
+    /// upstream, backend: time from request start to the end of the response.
+    pub duration: HistogramVec,
+    /// upstream, backend, kind.
+    pub upstream_failures: IntCounterVec,
+    /// upstream: extra attempts made after a failure.
+    pub retries: IntCounterVec,
+    /// code: responses the proxy made itself.
+    pub local_responses: IntCounterVec,
+    in_flight: IntGaugeVec,
+    healthy: IntGaugeVec,
+    weight: IntGaugeVec,
+    /// Serialises scrapes: each one resets and refills the pool gauges.
+    scrape: Mutex<()>,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered and `build_info` set.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let backend = &["upstream", "backend"];
+        let metrics = Metrics {
+            requests: counter(REQUESTS_TOTAL, "Responses from backends, by status code.", &["upstream", "backend", "code"]),
+            duration: HistogramVec::new(
+                HistogramOpts::new(REQUEST_DURATION_SECONDS, "Time from receiving a request to finishing its response, for requests a backend answered.")
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                backend,
+            )
+            .expect("valid histogram"),
+            upstream_failures: counter(UPSTREAM_FAILURES_TOTAL, "Failed attempts on a backend, by kind (connect, timeout, reset, protocol).", &["upstream", "backend", "kind"]),
+            retries: counter(RETRIES_TOTAL, "Extra attempts on another backend after a failure.", &["upstream"]),
+            local_responses: counter(LOCAL_RESPONSES_TOTAL, "Responses the proxy made itself (no backend answered), by status code.", &["code"]),
+            in_flight: gauge(BACKEND_IN_FLIGHT, "Requests sent to a backend and not finished.", backend),
+            healthy: gauge(BACKEND_HEALTHY, "1 if the backend may receive traffic, else 0.", backend),
+            weight: gauge(BACKEND_WEIGHT, "The backend's configured weight.", backend),
+            scrape: Mutex::new(()),
+            registry,
+        };
+        let build_info = gauge(BUILD_INFO, "Always 1; the version label says which build runs.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let all: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.duration.clone()),
+            Box::new(metrics.upstream_failures.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.local_responses.clone()),
+            Box::new(metrics.in_flight.clone()),
+            Box::new(metrics.healthy.clone()),
+            Box::new(metrics.weight.clone()),
+            Box::new(build_info),
+        ];
+        for c in all {
+            metrics.registry.register(c).expect("metric names are unique");
+        }
+        metrics
+    }
+
+    /// Records a response from a backend.
+    pub fn observe_response(&self, upstream: &str, backend: &str, code: u16, seconds: f64) {
+        let code = status_label(code);
+        self.requests.with_label_values(&[upstream, backend, code.as_str()]).inc();
+        self.duration.with_label_values(&[upstream, backend]).observe(seconds);
+    }
+
+    pub fn observe_failure(&self, upstream: &str, backend: &str, kind: FailureKind) {
+        self.upstream_failures
+            .with_label_values(&[upstream, backend, kind.as_str()])
+            .inc();
+    }
+
+    pub fn observe_retry(&self, upstream: &str) {
+        self.retries.with_label_values(&[upstream]).inc();
+    }
+
+    pub fn observe_local_response(&self, code: u16) {
+        self.local_responses.with_label_values(&[status_label(code).as_str()]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric, with pool gauges read
+    /// from `snapshot` now.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.in_flight.reset();
+        self.healthy.reset();
+        self.weight.reset();
+        for upstream in snapshot.upstreams() {
+            for b in upstream.backends() {
+                let labels = [upstream.name(), b.state.address()];
+                self.in_flight.with_label_values(&labels).set(b.state.in_flight() as i64);
+                self.healthy.with_label_values(&labels).set(i64::from(b.state.is_healthy()));
+                self.weight.with_label_values(&labels).set(i64::from(b.weight));
+            }
+        }
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only on invalid metric families, which
+        // `register` has already refused.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn status_label(code: u16) -> String {
+    code.to_string()
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge")
+}

@@ -1,0 +1,120 @@
+//! Per-backend state that outlives any one config: in-flight count, health
+//! flag and counters, shared by every snapshot that lists the backend.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The live state of one backend of one upstream.
+///
+/// Kept in an `Arc` and keyed by (upstream, address) in the pool's registry,
+/// so a reload that keeps the backend keeps this state.
+#[derive(Debug)]
+pub struct BackendState {
+    address: String,
+    socket_addr: SocketAddr,
+    in_flight: AtomicUsize,
+    healthy: AtomicBool,
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl BackendState {
+    /// A new backend starts healthy with nothing in flight.
+    pub fn new(address: String, socket_addr: SocketAddr) -> Self {
+        BackendState {
+            address,
+            socket_addr,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The address as written in the config.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.socket_addr
+    }
+
+    /// Requests sent to this backend and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Requests that got a response from this backend.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that failed (connect, timeout, reset, protocol).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn record_response(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request in flight until the returned lease is dropped.
+    pub fn lease(self: &Arc<Self>) -> Lease {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            backend: Arc::clone(self),
+        }
+    }
+}
+
+/// One in-flight request on a backend. Dropping it gives the slot back, so
+/// every exit path (response, error, retry, client abort, panic) releases it.
+#[derive(Debug)]
+pub struct Lease {
+    backend: Arc<BackendState>,
+}
+
+impl Lease {
+    pub fn backend(&self) -> &Arc<BackendState> {
+        &self.backend
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Every lease incremented once in `BackendState::lease`, so this
+        // cannot underflow.
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_counts_in_flight_until_dropped() {
+        let b = Arc::new(BackendState::new("a".into(), "127.0.0.1:1".parse().unwrap()));
+        let first = b.lease();
+        let second = b.lease();
+        assert_eq!(b.in_flight(), 2);
+        drop(first);
+        assert_eq!(b.in_flight(), 1);
+        drop(second);
+        assert_eq!(b.in_flight(), 0);
+    }
+}

@@ -1,0 +1,49 @@
+//! What the proxy answers itself when no backend does: the status for each
+//! kind of failure, and the response it writes.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::metrics::FailureKind;
+
+/// The status for a request that failed with `e`, or 0 when the client is
+/// gone and nothing can be sent.
+pub fn status_for(e: &Error) -> u16 {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(code)) => *code,
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => 504,
+        (ErrorSource::Upstream, _) => 502,
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => 0,
+        (ErrorSource::Downstream, ReadTimedout) => 408,
+        (ErrorSource::Downstream, _) => 400,
+        (ErrorSource::Internal | ErrorSource::Unset, _) => 500,
+    }
+}
+
+/// The `kind` of a failure that happened after the connection to the
+/// backend was made (connect failures are counted where they happen).
+pub fn failure_kind(e: &Error) -> FailureKind {
+    use ErrorType::*;
+    match e.etype() {
+        ReadTimedout | WriteTimedout => FailureKind::Timeout,
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => FailureKind::Protocol,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | SocketError
+        | BindError => FailureKind::Connect,
+        _ => FailureKind::Reset,
+    }
+}
+
+/// Writes a small plain-text error response carrying the request id. Does
+/// nothing if a response has already started.
+pub async fn respond(session: &mut ServerSession, code: u16, request_id: &str) -> pingora::Result<()> {
+    let mut resp: ResponseHeader = ServerSession::generate_error(code);
+    let reason = resp.status.canonical_reason().unwrap_or("Error");
+    let body = Bytes::from(format!("{code} {reason}\n"));
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.set_content_length(body.len())?;
+    resp.insert_header(super::headers::X_REQUEST_ID, request_id)?;
+    session.write_error_response(resp, body).await
+}

@@ -1,0 +1,113 @@
+//! The headers the proxy adds on the way to a backend: `X-Forwarded-*` and
+//! `X-Request-Id`.
+
+use std::net::IpAddr;
+
+use http::header::HOST;
+use pingora::http::RequestHeader;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
+/// Longest client-sent request id that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's `X-Request-Id` if it is a sane token (1 to 128 characters of
+/// letters, digits and `-_.:+/=`), else a new random UUID.
+pub fn request_id(req: &RequestHeader) -> String {
+    req.headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_request_id(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+fn is_valid_request_id(v: &str) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
+}
+
+/// Adds the forwarding headers to a request bound for a backend.
+///
+/// `X-Forwarded-For` keeps what the client sent and appends the client's IP;
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` are replaced, since this proxy
+/// is where the client connected. `Host` is left as the client sent it.
+pub fn add_forwarded(
+    req: &mut RequestHeader,
+    client_ip: Option<IpAddr>,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut xff: Vec<u8> = Vec::new();
+    for prior in req.headers.get_all(X_FORWARDED_FOR) {
+        if !xff.is_empty() {
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(prior.as_bytes());
+    }
+    if let Some(ip) = client_ip {
+        if !xff.is_empty() {
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(ip.to_string().as_bytes());
+    }
+    if !xff.is_empty() {
+        req.insert_header(X_FORWARDED_FOR, xff)?;
+    }
+    req.insert_header(X_FORWARDED_PROTO, "http")?;
+    let host = req
+        .headers
+        .get(HOST)
+        .map(|h| h.as_bytes().to_vec())
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes().to_vec()));
+    match host {
+        Some(h) => req.insert_header(X_FORWARDED_HOST, h)?,
+        None => {
+            req.remove_header(X_FORWARDED_HOST);
+        }
+    }
+    req.insert_header(X_REQUEST_ID, request_id)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn keeps_a_valid_request_id_and_replaces_others() {
+        assert_eq!(request_id(&request(&[("x-request-id", "abc-123")])), "abc-123");
+        for bad in ["", "has space", &"x".repeat(129), "semi;colon"] {
+            let id = request_id(&request(&[("x-request-id", bad)]));
+            assert_ne!(id, bad);
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn appends_client_ip_to_forwarded_for() {
+        let mut req = request(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("host", "example.test"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarded(&mut req, Some("192.0.2.7".parse().unwrap()), "rid").unwrap();
+        let get = |k: &str| req.headers.get(k).unwrap().to_str().unwrap().to_string();
+        assert_eq!(get("x-forwarded-for"), "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        assert_eq!(get("x-forwarded-proto"), "http");
+        assert_eq!(get("x-forwarded-host"), "example.test");
+        assert_eq!(get("x-request-id"), "rid");
+        assert_eq!(get("host"), "example.test");
+    }
+}

@@ -1,0 +1,124 @@
+//! Small real HTTP/1.1 backends for tests and the demo: each answers with its
+//! own name, and can be told to hold requests, hang, or fail.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How a test backend answers.
+#[derive(Clone)]
+pub enum Behavior {
+    /// 200 with its name as the body.
+    Name,
+    /// Like `Name`, but only once the gate opens.
+    Gated(watch::Receiver<bool>),
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers with this status and its name.
+    Status(u16),
+}
+
+/// A running backend. Stops when dropped.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    received: AtomicUsize,
+    headers: Mutex<Vec<HeaderMap>>,
+}
+
+impl TestBackend {
+    /// Starts a backend on a free loopback port.
+    pub async fn start(name: &str, behavior: Behavior) -> TestBackend {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, behavior)
+            .await
+            .expect("bind a loopback port")
+    }
+
+    /// Starts a backend on `addr`.
+    pub async fn start_on(
+        addr: SocketAddr,
+        name: &str,
+        behavior: Behavior,
+    ) -> std::io::Result<TestBackend> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(serve(listener, name.to_string(), behavior, Arc::clone(&shared)));
+        Ok(TestBackend {
+            addr,
+            name: name.to_string(),
+            shared,
+            task,
+        })
+    }
+
+    /// Requests this backend has received (answered or not).
+    pub fn received(&self) -> usize {
+        self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// The headers of every request received, in order.
+    pub fn headers(&self) -> Vec<HeaderMap> {
+        self.shared.headers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, behavior: Behavior, shared: Arc<Shared>) {
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let (name, behavior, shared) = (name.clone(), behavior.clone(), Arc::clone(&shared));
+        let service = service_fn(move |req: Request<Incoming>| {
+            answer(req, name.clone(), behavior.clone(), Arc::clone(&shared))
+        });
+        connections.spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: String,
+    behavior: Behavior,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    shared.headers.lock().unwrap().push(req.headers().clone());
+    shared.received.fetch_add(1, Ordering::SeqCst);
+    let status = match behavior {
+        Behavior::Name => 200,
+        Behavior::Status(code) => code,
+        Behavior::Gated(mut gate) => {
+            let _ = gate.wait_for(|open| *open).await;
+            200
+        }
+        Behavior::Hang => std::future::pending().await,
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{name}\n"))));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    resp.headers_mut().insert("x-backend", name.parse().unwrap());
+    Ok(resp)
+}
