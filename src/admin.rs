@@ -31,7 +31,8 @@ impl Admin {
         }
         if method != Method::GET {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
-            r.headers_mut().insert(header::ALLOW, "GET".parse().expect("static"));
+            r.headers_mut()
+                .insert(header::ALLOW, "GET".parse().expect("static"));
             return r;
         }
         let snapshot = self.pool.snapshot();
@@ -138,8 +139,14 @@ fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Res
     *r.status_mut() = status;
     let len = r.body().len();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     h.insert(header::CONTENT_LENGTH, len.into());
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     r
 }

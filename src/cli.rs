@@ -14,7 +14,11 @@ use crate::config::Config;
 pub const DEFAULT_CONFIG: &str = "proxy.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "A reverse proxy and load balancer on Pingora")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A reverse proxy and load balancer on Pingora"
+)]
 pub struct Cli {
     /// The config file.
     #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
@@ -64,7 +68,11 @@ pub fn summary(config: &Config) -> String {
         config.server.threads
     );
     for (i, u) in config.upstreams.iter().enumerate() {
-        let default = if i == config.default_upstream { ", default" } else { "" };
+        let default = if i == config.default_upstream {
+            ", default"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "  upstream {} ({}, retries {}, connect {:?}, read {:?}{default}): {} backend(s)",

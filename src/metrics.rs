@@ -44,6 +44,13 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [FailureKind; 4] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Reset,
+        FailureKind::Protocol,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Connect => "connect",
@@ -96,8 +103,14 @@ impl Metrics {
             scrape: Mutex::new(()),
             registry,
         };
-        let build_info = gauge(BUILD_INFO, "Always 1; the version label says which build runs.", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = gauge(
+            BUILD_INFO,
+            "Always 1; the version label says which build runs.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let all: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
@@ -110,16 +123,42 @@ impl Metrics {
             Box::new(build_info),
         ];
         for c in all {
-            metrics.registry.register(c).expect("metric names are unique");
+            metrics
+                .registry
+                .register(c)
+                .expect("metric names are unique");
         }
         metrics
+    }
+
+    /// Creates the zero series of every upstream and backend in `snapshot`,
+    /// so that `rate()` and alerts see them from the first scrape rather than
+    /// from the first failure.
+    pub fn init_series(&self, snapshot: &Snapshot) {
+        for upstream in snapshot.upstreams() {
+            self.retries.with_label_values(&[upstream.name()]);
+            for b in upstream.backends() {
+                for kind in FailureKind::ALL {
+                    let labels = [upstream.name(), b.state.address(), kind.as_str()];
+                    self.upstream_failures.with_label_values(&labels);
+                }
+            }
+        }
+        for code in [502, 503, 504] {
+            self.local_responses
+                .with_label_values(&[status_label(code).as_str()]);
+        }
     }
 
     /// Records a response from a backend.
     pub fn observe_response(&self, upstream: &str, backend: &str, code: u16, seconds: f64) {
         let code = status_label(code);
-        self.requests.with_label_values(&[upstream, backend, code.as_str()]).inc();
-        self.duration.with_label_values(&[upstream, backend]).observe(seconds);
+        self.requests
+            .with_label_values(&[upstream, backend, code.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[upstream, backend])
+            .observe(seconds);
     }
 
     pub fn observe_failure(&self, upstream: &str, backend: &str, kind: FailureKind) {
@@ -133,7 +172,9 @@ impl Metrics {
     }
 
     pub fn observe_local_response(&self, code: u16) {
-        self.local_responses.with_label_values(&[status_label(code).as_str()]).inc();
+        self.local_responses
+            .with_label_values(&[status_label(code).as_str()])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric, with pool gauges read
@@ -146,9 +187,15 @@ impl Metrics {
         for upstream in snapshot.upstreams() {
             for b in upstream.backends() {
                 let labels = [upstream.name(), b.state.address()];
-                self.in_flight.with_label_values(&labels).set(b.state.in_flight() as i64);
-                self.healthy.with_label_values(&labels).set(i64::from(b.state.is_healthy()));
-                self.weight.with_label_values(&labels).set(i64::from(b.weight));
+                self.in_flight
+                    .with_label_values(&labels)
+                    .set(b.state.in_flight() as i64);
+                self.healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(b.state.is_healthy()));
+                self.weight
+                    .with_label_values(&labels)
+                    .set(i64::from(b.weight));
             }
         }
         let mut out = Vec::new();

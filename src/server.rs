@@ -31,6 +31,7 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     server.bootstrap();
     let metrics = Arc::new(Metrics::new());
     let pool = Arc::new(Pool::new(config.clone()));
+    metrics.init_series(&pool.snapshot());
 
     let proxy = Proxy::new(Arc::clone(&pool), Arc::clone(&metrics));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(

@@ -32,7 +32,9 @@ pub enum ErrorKind {
         address: String,
         first_line: usize,
     },
-    #[error("upstream `{0}` has no backends; add at least one, e.g. backends = [\"127.0.0.1:3001\"]")]
+    #[error(
+        "upstream `{0}` has no backends; add at least one, e.g. backends = [\"127.0.0.1:3001\"]"
+    )]
     EmptyBackends(String),
     #[error("unknown balance `{value}`{}", suggest(.suggestion, &["round_robin".into(), "least_connections".into()]))]
     UnknownBalance {
@@ -197,7 +199,10 @@ mod tests {
             },
         );
         let text = e.to_string();
-        assert!(text.starts_with("proxy.toml:2:11: `threads` must be"), "{text}");
+        assert!(
+            text.starts_with("proxy.toml:2:11: `threads` must be"),
+            "{text}"
+        );
         assert!(text.ends_with("2 | threads = 0\n  |           ^"), "{text}");
     }
 }

@@ -61,10 +61,13 @@ pub enum BackendEntry {
     Long {
         address: Spanned<String>,
         weight: Option<Spanned<i64>>,
+        /// The first key that is neither; reported by validation, which can
+        /// point at the key itself (a serde error would point at the table).
+        unknown: Option<Spanned<String>>,
     },
 }
 
-const BACKEND_FIELDS: &[&str] = &["address", "weight"];
+pub const BACKEND_FIELDS: &[&str] = &["address", "weight"];
 
 impl<'de> Deserialize<'de> for BackendEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -80,9 +83,7 @@ impl<'de> Visitor<'de> for BackendEntryVisitor {
     type Value = BackendEntry;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "a backend: \"127.0.0.1:3001\" or { address = \"127.0.0.1:3001\", weight = 2 }",
-        )
+        f.write_str("a backend: \"127.0.0.1:3001\" or { address = \"127.0.0.1:3001\", weight = 2 }")
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<BackendEntry, E> {
@@ -92,14 +93,32 @@ impl<'de> Visitor<'de> for BackendEntryVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendEntry, A::Error> {
         let mut address = None;
         let mut weight = None;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
+        let mut unknown = None;
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            match key.get_ref().as_str() {
                 "address" => address = Some(map.next_value()?),
                 "weight" => weight = Some(map.next_value()?),
-                other => return Err(de::Error::unknown_field(other, BACKEND_FIELDS)),
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    unknown = unknown.or(Some(key));
+                }
             }
         }
+        if let Some(key) = &unknown {
+            // Keep going so the key can be reported where it stands.
+            let placeholder = Spanned::new(key.span(), String::new());
+            let address = address.unwrap_or(placeholder);
+            return Ok(BackendEntry::Long {
+                address,
+                weight,
+                unknown,
+            });
+        }
         let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
-        Ok(BackendEntry::Long { address, weight })
+        Ok(BackendEntry::Long {
+            address,
+            weight,
+            unknown,
+        })
     }
 }

@@ -138,5 +138,5 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 
 /// Validates `source` as if read from `path` (which only names it in errors).
 pub fn parse(path: &Path, source: &str) -> Result<Config, Box<ConfigError>> {
-    validate::validate(path, source).map_err(Box::new)
+    validate::validate(path, source)
 }

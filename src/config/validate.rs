@@ -18,7 +18,7 @@ struct Source<'a> {
     text: &'a str,
 }
 
-pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigError> {
+pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Box<ConfigError>> {
     let src = Source { path, text };
     let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let (server, default_name) = src.server(file.server.unwrap_or_default())?;
@@ -43,11 +43,11 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, kind: ErrorKind) -> ConfigError {
-        ConfigError::at(self.path, self.text, span, kind)
+    fn error(&self, span: Range<usize>, kind: ErrorKind) -> Box<ConfigError> {
+        Box::new(ConfigError::at(self.path, self.text, span, kind))
     }
 
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, e: &toml::de::Error) -> Box<ConfigError> {
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim_end().to_string();
         let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
@@ -68,13 +68,24 @@ impl Source<'_> {
         self.error(span, kind)
     }
 
+    fn unknown_key(&self, key: &Spanned<String>, valid: &[&str]) -> Box<ConfigError> {
+        let kind = ErrorKind::UnknownKey {
+            key: key.get_ref().clone(),
+            suggestion: nearest(key.get_ref(), valid.iter().copied()),
+            valid: valid.iter().map(|s| s.to_string()).collect(),
+        };
+        self.error(key.span(), kind)
+    }
+
     /// Returns the server settings and the `default_upstream` name, if given.
     fn server(
         &self,
         section: ServerSection,
-    ) -> Result<(ServerConfig, Option<Spanned<String>>), ConfigError> {
+    ) -> Result<(ServerConfig, Option<Spanned<String>>), Box<ConfigError>> {
         let listen = match section.listen {
-            None => vec![DEFAULT_LISTEN.parse().expect("the default listen address parses")],
+            None => vec![DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses")],
             Some(list) => self.listeners(list)?,
         };
         let threads = match section.threads {
@@ -96,7 +107,7 @@ impl Source<'_> {
     fn listeners(
         &self,
         list: Spanned<Vec<Spanned<String>>>,
-    ) -> Result<Vec<SocketAddr>, ConfigError> {
+    ) -> Result<Vec<SocketAddr>, Box<ConfigError>> {
         if list.get_ref().is_empty() {
             let reason = "the list is empty".to_string();
             let value = String::new();
@@ -114,7 +125,7 @@ impl Source<'_> {
         Ok(out)
     }
 
-    fn listen_address(&self, value: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    fn listen_address(&self, value: &Spanned<String>) -> Result<SocketAddr, Box<ConfigError>> {
         value.get_ref().parse().map_err(|_| {
             let kind = ErrorKind::BadListen {
                 value: value.get_ref().clone(),
@@ -128,7 +139,7 @@ impl Source<'_> {
         &self,
         listen: Option<Spanned<String>>,
         data: &[SocketAddr],
-    ) -> Result<AdminConfig, ConfigError> {
+    ) -> Result<AdminConfig, Box<ConfigError>> {
         let (addr, span) = match &listen {
             None => (DEFAULT_ADMIN_LISTEN.parse().expect("parses"), 0..0),
             Some(l) => (self.listen_address(l)?, l.span()),
@@ -143,7 +154,7 @@ impl Source<'_> {
         &self,
         name: String,
         section: Spanned<UpstreamSection>,
-    ) -> Result<UpstreamConfig, ConfigError> {
+    ) -> Result<UpstreamConfig, Box<ConfigError>> {
         let span = section.span();
         let u = section.into_inner();
         if let Some(hc) = &u.health_check {
@@ -178,7 +189,7 @@ impl Source<'_> {
         })
     }
 
-    fn balance(&self, value: &Spanned<String>) -> Result<Balance, ConfigError> {
+    fn balance(&self, value: &Spanned<String>) -> Result<Balance, Box<ConfigError>> {
         let v = value.get_ref().as_str();
         match v {
             "round_robin" => Ok(Balance::RoundRobin),
@@ -200,11 +211,14 @@ impl Source<'_> {
         &self,
         upstream: &str,
         entries: Vec<Spanned<BackendEntry>>,
-    ) -> Result<Vec<BackendConfig>, ConfigError> {
+    ) -> Result<Vec<BackendConfig>, Box<ConfigError>> {
         let mut out: Vec<(BackendConfig, Range<usize>)> = Vec::with_capacity(entries.len());
         for entry in entries {
             let (backend, span) = self.backend(entry)?;
-            if let Some((_, first)) = out.iter().find(|(b, _)| b.socket_addr == backend.socket_addr) {
+            if let Some((_, first)) = out
+                .iter()
+                .find(|(b, _)| b.socket_addr == backend.socket_addr)
+            {
                 let kind = ErrorKind::DuplicateBackend {
                     upstream: upstream.to_string(),
                     address: backend.address,
@@ -220,11 +234,18 @@ impl Source<'_> {
     fn backend(
         &self,
         entry: Spanned<BackendEntry>,
-    ) -> Result<(BackendConfig, Range<usize>), ConfigError> {
+    ) -> Result<(BackendConfig, Range<usize>), Box<ConfigError>> {
         let entry_span = entry.span();
         let (address, address_span, weight) = match entry.into_inner() {
             BackendEntry::Short(a) => (a, entry_span.clone(), 1),
-            BackendEntry::Long { address, weight } => {
+            BackendEntry::Long {
+                unknown: Some(key), ..
+            } => {
+                return Err(self.unknown_key(&key, super::file::BACKEND_FIELDS));
+            }
+            BackendEntry::Long {
+                address, weight, ..
+            } => {
                 let w = match &weight {
                     None => 1,
                     Some(w) => self.weight(w)?,
@@ -248,7 +269,7 @@ impl Source<'_> {
         Ok((backend, address_span))
     }
 
-    fn weight(&self, w: &Spanned<i64>) -> Result<u32, ConfigError> {
+    fn weight(&self, w: &Spanned<i64>) -> Result<u32, Box<ConfigError>> {
         if *w.get_ref() == 0 {
             return Err(self.error(w.span(), ErrorKind::ZeroWeight));
         }
@@ -259,7 +280,7 @@ impl Source<'_> {
         &self,
         upstreams: &[UpstreamConfig],
         name: Option<Spanned<String>>,
-    ) -> Result<usize, ConfigError> {
+    ) -> Result<usize, Box<ConfigError>> {
         let names = || {
             let n: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
             n.join(", ")
@@ -292,7 +313,7 @@ impl Source<'_> {
         key: &'static str,
         min: i64,
         max: i64,
-    ) -> Result<i64, ConfigError> {
+    ) -> Result<i64, Box<ConfigError>> {
         let value = *v.get_ref();
         if (min..=max).contains(&value) {
             return Ok(value);
@@ -310,13 +331,17 @@ impl Source<'_> {
         &self,
         value: &Option<Spanned<String>>,
         default: Duration,
-    ) -> Result<Duration, ConfigError> {
+    ) -> Result<Duration, Box<ConfigError>> {
         value
             .as_ref()
             .map_or(Ok(default), |v| self.duration(v, false))
     }
 
-    fn duration(&self, value: &Spanned<String>, zero_ok: bool) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        value: &Spanned<String>,
+        zero_ok: bool,
+    ) -> Result<Duration, Box<ConfigError>> {
         let bad = |reason: String| {
             let kind = ErrorKind::BadDuration {
                 value: value.get_ref().clone(),

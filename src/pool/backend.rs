@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn lease_counts_in_flight_until_dropped() {
-        let b = Arc::new(BackendState::new("a".into(), "127.0.0.1:1".parse().unwrap()));
+        let b = Arc::new(BackendState::new(
+            "a".into(),
+            "127.0.0.1:1".parse().unwrap(),
+        ));
         let first = b.lease();
         let second = b.lease();
         assert_eq!(b.in_flight(), 2);

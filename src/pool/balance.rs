@@ -100,7 +100,12 @@ impl LeastConnections {
 impl Balancer for LeastConnections {
     fn pick(&self, backends: &[Backend], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         // Load as (in_flight, weight); a/b < c/d  <=>  a*d < c*b.
-        let load = |i: usize| (backends[i].state.in_flight() as u64, u64::from(backends[i].weight));
+        let load = |i: usize| {
+            (
+                backends[i].state.in_flight() as u64,
+                u64::from(backends[i].weight),
+            )
+        };
         let mut best: Option<(usize, u64, u64)> = None;
         for i in (0..backends.len()).filter(|&i| eligible(i)) {
             let (f, w) = load(i);

@@ -215,7 +215,9 @@ mod tests {
         let before = pool.snapshot();
         let (_, lease) = before.route().select(&[]).unwrap();
         let kept = Arc::clone(lease.backend());
-        let version = pool.install(config(r#""127.0.0.1:3002", "127.0.0.1:3001", "127.0.0.1:3003""#));
+        let version = pool.install(config(
+            r#""127.0.0.1:3002", "127.0.0.1:3001", "127.0.0.1:3003""#,
+        ));
         assert_eq!(version, 2);
         let after = pool.snapshot();
         let same = after
@@ -230,7 +232,9 @@ mod tests {
 
     #[test]
     fn select_skips_tried_and_unhealthy() {
-        let pool = Pool::new(config(r#""127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003""#));
+        let pool = Pool::new(config(
+            r#""127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003""#,
+        ));
         let snap = pool.snapshot();
         let up = snap.route();
         up.backends()[1].state.set_healthy(false);

@@ -38,7 +38,11 @@ pub fn failure_kind(e: &Error) -> FailureKind {
 
 /// Writes a small plain-text error response carrying the request id. Does
 /// nothing if a response has already started.
-pub async fn respond(session: &mut ServerSession, code: u16, request_id: &str) -> pingora::Result<()> {
+pub async fn respond(
+    session: &mut ServerSession,
+    code: u16,
+    request_id: &str,
+) -> pingora::Result<()> {
     let mut resp: ResponseHeader = ServerSession::generate_error(code);
     let reason = resp.status.canonical_reason().unwrap_or("Error");
     let body = Bytes::from(format!("{code} {reason}\n"));

@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn keeps_a_valid_request_id_and_replaces_others() {
-        assert_eq!(request_id(&request(&[("x-request-id", "abc-123")])), "abc-123");
+        assert_eq!(
+            request_id(&request(&[("x-request-id", "abc-123")])),
+            "abc-123"
+        );
         for bad in ["", "has space", &"x".repeat(129), "semi;colon"] {
             let id = request_id(&request(&[("x-request-id", bad)]));
             assert_ne!(id, bad);

@@ -114,7 +114,8 @@ impl ProxyHttp for Proxy {
             backend.record_failure();
             self.metrics
                 .observe_failure(upstream.name(), backend.address(), FailureKind::Connect);
-            let may_retry = ctx.tried.len() <= upstream.retries() && upstream.has_untried(&ctx.tried);
+            let may_retry =
+                ctx.tried.len() <= upstream.retries() && upstream.has_untried(&ctx.tried);
             e.set_retry(may_retry);
         }
         e
@@ -149,7 +150,11 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let already_started = session.response_written().is_some();
-        let code = if already_started { 0 } else { errors::status_for(e) };
+        let code = if already_started {
+            0
+        } else {
+            errors::status_for(e)
+        };
         if code > 0 {
             ctx.local_status = Some(code);
             self.metrics.observe_local_response(code);
@@ -170,8 +175,11 @@ impl ProxyHttp for Proxy {
         let backend = lease.backend();
         if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
             backend.record_failure();
-            self.metrics
-                .observe_failure(upstream.name(), backend.address(), errors::failure_kind(e));
+            self.metrics.observe_failure(
+                upstream.name(),
+                backend.address(),
+                errors::failure_kind(e),
+            );
         }
         if ctx.local_status.is_some() {
             return;
@@ -179,8 +187,12 @@ impl ProxyHttp for Proxy {
         if let Some(resp) = session.response_written() {
             backend.record_response();
             let seconds = ctx.started.elapsed().as_secs_f64();
-            self.metrics
-                .observe_response(upstream.name(), backend.address(), resp.status.as_u16(), seconds);
+            self.metrics.observe_response(
+                upstream.name(),
+                backend.address(),
+                resp.status.as_u16(),
+                seconds,
+            );
         }
     }
 }

@@ -59,7 +59,12 @@ impl TestBackend {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(serve(listener, name.to_string(), behavior, Arc::clone(&shared)));
+        let task = tokio::spawn(serve(
+            listener,
+            name.to_string(),
+            behavior,
+            Arc::clone(&shared),
+        ));
         Ok(TestBackend {
             addr,
             name: name.to_string(),
@@ -119,6 +124,7 @@ async fn answer(
     };
     let mut resp = Response::new(Full::new(Bytes::from(format!("{name}\n"))));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-    resp.headers_mut().insert("x-backend", name.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-backend", name.parse().unwrap());
     Ok(resp)
 }

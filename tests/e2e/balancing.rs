@@ -1,0 +1,143 @@
+//! Traffic is spread as configured: exact round-robin counts, the smooth
+//! weighted interleave, and least-connections around a busy backend.
+
+use std::collections::HashMap;
+
+use tokio::sync::watch;
+
+use crate::support::{client, eventually, Behavior, TestBackend, TestProxy};
+
+fn upstream(balance: &str, backends: &[(&TestBackend, u32)]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr))
+        .collect();
+    format!(
+        "[upstreams.app]\nbalance = \"{balance}\"\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+async fn start_named(names: &[&str]) -> Vec<TestBackend> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(TestBackend::start(n, Behavior::Name).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_equal_weights_gives_exactly_equal_counts() {
+    let b = start_named(&["a", "b", "c"]).await;
+    let proxy = TestProxy::start(&upstream(
+        "round_robin",
+        &[(&b[0], 1), (&b[1], 1), (&b[2], 1)],
+    ))
+    .await;
+    let http = client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        let (status, body) = proxy.get(&http, "/").await;
+        assert_eq!(status, 200);
+        *counts.entry(body).or_default() += 1;
+    }
+    assert_eq!(counts.get("a"), Some(&100), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&100), "{counts:?}");
+    assert_eq!(counts.get("c"), Some(&100), "{counts:?}");
+    for backend in &b {
+        assert_eq!(backend.received(), 100);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_weights_interleave_smoothly() {
+    let b = start_named(&["a", "b", "c"]).await;
+    let proxy = TestProxy::start(&upstream(
+        "round_robin",
+        &[(&b[0], 5), (&b[1], 1), (&b[2], 1)],
+    ))
+    .await;
+    let http = client();
+    let mut order = String::new();
+    for _ in 0..14 {
+        let (status, body) = proxy.get(&http, "/").await;
+        assert_eq!(status, 200);
+        order.push_str(&body);
+    }
+    assert_eq!(order, "aabacaaaabacaa");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_spreads_evenly_without_load() {
+    let b = start_named(&["a", "b", "c"]).await;
+    let proxy = TestProxy::start(&upstream(
+        "least_connections",
+        &[(&b[0], 1), (&b[1], 1), (&b[2], 1)],
+    ))
+    .await;
+    let http = client();
+    for _ in 0..60 {
+        assert_eq!(proxy.get(&http, "/").await.0, 200);
+    }
+    for backend in &b {
+        assert_eq!(
+            backend.received(),
+            20,
+            "{} got {}",
+            backend.name,
+            backend.received()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_avoids_a_backend_holding_requests() {
+    let (open, gate) = watch::channel(false);
+    let slow = TestBackend::start("slow", Behavior::Gated(gate)).await;
+    let fast = start_named(&["b", "c"]).await;
+    let proxy = TestProxy::start(&upstream(
+        "least_connections",
+        &[(&slow, 1), (&fast[0], 1), (&fast[1], 1)],
+    ))
+    .await;
+    let http = client();
+
+    // Three requests at once: one lands on each backend; the slow one holds its.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let (http, url) = (http.clone(), proxy.url("/"));
+        first.push(tokio::spawn(async move { http.get(url).send().await }));
+    }
+    eventually("the slow backend to hold a request", || async {
+        (slow.received() == 1).then_some(())
+    })
+    .await;
+    eventually(
+        "the /status in-flight count of the slow backend",
+        || async { (proxy.in_flight(slow.addr).await == 1).then_some(()) },
+    )
+    .await;
+
+    // While it holds one, new requests go to the idle backends only.
+    for _ in 0..20 {
+        let (status, body) = proxy.get(&http, "/").await;
+        assert_eq!(status, 200);
+        assert_ne!(body, "slow");
+    }
+    assert_eq!(slow.received(), 1);
+    let (b, c) = (fast[0].received(), fast[1].received());
+    assert_eq!(b + c, 22);
+    assert!(
+        b.abs_diff(c) <= 2,
+        "idle backends should share evenly: b={b} c={c}"
+    );
+
+    open.send(true).unwrap();
+    for r in first {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+    eventually("the lease to be released", || async {
+        (proxy.in_flight(slow.addr).await == 0).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,390 @@
+//! Config mistakes: each one must be reported with the right kind, on the
+//! line (and column) where it was made, with the fix in the message; and the
+//! `switchyard check` command must agree, through the real binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use switchyard::config::{parse, ConfigError, ErrorKind};
+
+/// Parses `src` as `proxy.toml`, expecting an error.
+fn err(src: &str) -> ConfigError {
+    match parse(Path::new("proxy.toml"), src) {
+        Ok(config) => panic!("expected an error, got {config:?}\nfrom:\n{src}"),
+        Err(e) => *e,
+    }
+}
+
+/// The 1-based (line, column) of the error.
+fn place(e: &ConfigError) -> (usize, usize) {
+    let p = e.position.as_ref().expect("the error has a place");
+    (p.line, p.column)
+}
+
+/// Asserts the error's kind matches a pattern (bindings are references).
+macro_rules! assert_kind {
+    ($e:expr, $($pattern:tt)+) => {
+        assert!(matches!(&$e.kind, $($pattern)+), "wrong kind: {}", $e)
+    };
+}
+
+/// Asserts the rendered report contains `text`.
+fn says(e: &ConfigError, text: &str) {
+    let report = e.to_string();
+    assert!(report.contains(text), "expected {text:?} in:\n{report}");
+}
+
+fn unknown_key(e: &ConfigError) -> (&str, Option<&str>) {
+    match &e.kind {
+        ErrorKind::UnknownKey {
+            key, suggestion, ..
+        } => (key, suggestion.as_deref()),
+        other => panic!("expected UnknownKey, got {other:?}: {e}"),
+    }
+}
+
+#[test]
+fn unknown_top_level_key_suggests_upstreams() {
+    let e = err(r#"[server]
+listen = ["127.0.0.1:8080"]
+
+[upstream.app]
+backends = ["127.0.0.1:3001"]
+"#);
+    assert_eq!(unknown_key(&e), ("upstream", Some("upstreams")));
+    assert_eq!(e.line(), Some(4));
+    says(&e, "did you mean `upstreams`?");
+}
+
+#[test]
+fn unknown_key_in_server() {
+    let e = err(r#"[server]
+listen = ["127.0.0.1:8080"]
+thread = 4
+
+[upstreams.app]
+backends = ["127.0.0.1:3001"]
+"#);
+    assert_eq!(unknown_key(&e), ("thread", Some("threads")));
+    assert_eq!(place(&e), (3, 1));
+    says(&e, "3:1: unknown key `thread`; did you mean `threads`?\n");
+}
+
+#[test]
+fn unknown_key_in_upstream_suggests_balance() {
+    let e = err(r#"[upstreams.app]
+balanse = "round_robin"
+backends = ["127.0.0.1:3001"]
+"#);
+    assert_eq!(unknown_key(&e), ("balanse", Some("balance")));
+    assert_eq!(place(&e), (2, 1));
+    says(&e, "did you mean `balance`?");
+}
+
+#[test]
+fn unknown_key_in_long_form_backend_suggests_address() {
+    let e = err(r#"[upstreams.app]
+backends = [
+  { address = "127.0.0.1:3001" },
+  { adress = "127.0.0.1:3002" },
+]
+"#);
+    assert_eq!(unknown_key(&e), ("adress", Some("address")));
+    assert_eq!(e.line(), Some(4));
+    says(&e, "did you mean `address`?");
+}
+
+/// The unknown key itself should be pointed at, as in every other table.
+#[test]
+
+fn unknown_key_in_backend_points_at_the_key() {
+    let inline = err("[upstreams.app]\nbackends = [\n  { adress = \"127.0.0.1:3002\" },\n]\n");
+    assert_eq!(unknown_key(&inline), ("adress", Some("address")));
+    assert_eq!(place(&inline), (3, 5), "{inline}");
+    let table = err(r#"[[upstreams.app.backends]]
+address = "127.0.0.1:3001"
+
+[[upstreams.app.backends]]
+adress = "127.0.0.1:3002"
+"#);
+    assert_eq!(unknown_key(&table), ("adress", Some("address")));
+    assert_eq!(place(&table), (5, 1), "{table}");
+}
+
+#[test]
+fn long_form_backend_without_address() {
+    let e = err("[upstreams.app]\nbackends = [\n  { weight = 2 },\n]\n");
+    assert_kind!(e, ErrorKind::MissingKey(key) if key == "address");
+    assert_eq!(e.line(), Some(3));
+}
+
+/// Each bad address, in `backends` line 3, both forms; (value, part of the reason).
+const BAD_ADDRESSES: [(&str, &str); 3] = [
+    ("127.0.0.1", "no port"),
+    ("127.0.0.1:99999", "`99999` is not a port number"),
+    ("not a host:80", "`not a host` is not a host name"),
+];
+
+fn assert_bad_address(e: &ConfigError, address: &str, reason_part: &str, column: usize) {
+    match &e.kind {
+        ErrorKind::BadAddress { value, reason } => {
+            assert_eq!(value, address);
+            assert!(reason.contains(reason_part), "{reason}");
+        }
+        other => panic!("expected BadAddress for {address:?}, got {other:?}"),
+    }
+    assert_eq!(place(e), (3, column), "{e}");
+    says(e, "write an IP address and port like \"127.0.0.1:3001\"");
+}
+
+#[test]
+fn bad_address_short_form() {
+    for (address, reason) in BAD_ADDRESSES {
+        let e = err(&format!(
+            "[upstreams.app]\nbackends = [\n  \"{address}\",\n]\n"
+        ));
+        assert_bad_address(&e, address, reason, 3);
+    }
+}
+
+#[test]
+fn bad_address_long_form() {
+    for (address, reason) in BAD_ADDRESSES {
+        let e = err(&format!(
+            "[upstreams.app]\nbackends = [\n  {{ address = \"{address}\", weight = 2 }},\n]\n"
+        ));
+        assert_bad_address(&e, address, reason, 15);
+    }
+}
+
+#[test]
+fn zero_weight_inline() {
+    let e = err(r#"[upstreams.app]
+backends = [
+  { address = "127.0.0.1:3001", weight = 0 },
+]
+"#);
+    assert_kind!(e, ErrorKind::ZeroWeight);
+    assert_eq!(place(&e), (3, 42));
+    says(&e, "write `weight = 1`");
+}
+
+#[test]
+fn zero_weight_in_array_of_tables() {
+    let e = err(r#"[[upstreams.app.backends]]
+address = "127.0.0.1:3001"
+
+[[upstreams.app.backends]]
+address = "127.0.0.1:3002"
+weight = 0
+"#);
+    assert_kind!(e, ErrorKind::ZeroWeight);
+    assert_eq!(place(&e), (6, 10));
+}
+
+#[test]
+fn duplicate_backend_points_at_second_occurrence() {
+    let e = err(r#"[upstreams.app]
+backends = [
+  "127.0.0.1:3001",
+  "127.0.0.1:3002",
+  { address = "127.0.0.1:3001", weight = 2 },
+]
+"#);
+    assert_kind!(e, ErrorKind::DuplicateBackend { upstream, address, first_line: 3 }
+        if upstream == "app" && address == "127.0.0.1:3001");
+    assert_eq!(place(&e), (5, 15));
+    says(&e, "(first on line 3); list each address once");
+}
+
+#[test]
+fn empty_backend_list() {
+    let e = err(r#"[upstreams.app]
+balance = "round_robin"
+backends = []
+"#);
+    assert_kind!(e, ErrorKind::EmptyBackends(name) if name == "app");
+    assert_eq!(place(&e), (3, 12));
+    says(&e, "add at least one, e.g. backends = [\"127.0.0.1:3001\"]");
+}
+
+#[test]
+fn upstream_without_backends_key() {
+    let e = err(r#"[server]
+listen = ["127.0.0.1:8080"]
+
+[upstreams.app]
+balance = "round_robin"
+"#);
+    assert_kind!(e, ErrorKind::EmptyBackends(name) if name == "app");
+    assert_eq!(e.line(), Some(4), "{e}");
+}
+
+fn unknown_balance(value: &str) -> (ConfigError, Option<String>) {
+    let e = err(&format!(
+        "[upstreams.app]\nbackends = [\"127.0.0.1:3001\"]\nbalance = \"{value}\"\n"
+    ));
+    let suggestion = match &e.kind {
+        ErrorKind::UnknownBalance {
+            value: v,
+            suggestion,
+        } if v == value => suggestion.clone(),
+        other => panic!("expected UnknownBalance({value}), got {other:?}"),
+    };
+    assert_eq!(place(&e), (3, 11));
+    (e, suggestion)
+}
+
+#[test]
+fn unknown_balance_leastconn_suggests_least_connections() {
+    let (e, suggestion) = unknown_balance("leastconn");
+    assert_eq!(suggestion.as_deref(), Some("least_connections"));
+    says(&e, "did you mean `least_connections`?");
+}
+
+#[test]
+fn unknown_balance_typo_suggests_round_robin() {
+    let (e, suggestion) = unknown_balance("round_robbin");
+    assert_eq!(suggestion.as_deref(), Some("round_robin"));
+    says(&e, "did you mean `round_robin`?");
+}
+
+fn admin_error(data: &str, admin: &str) -> ConfigError {
+    let e = err(&format!(
+        "[server]\nlisten = [\"{data}\"]\n\n[admin]\nlisten = \"{admin}\"\n\n{BACKENDS}"
+    ));
+    assert_kind!(e, ErrorKind::AdminOnDataAddress(a) if a == admin);
+    assert_eq!(place(&e), (5, 10));
+    says(&e, "give [admin] listen its own port");
+    e
+}
+
+const BACKENDS: &str = "[upstreams.app]\nbackends = [\"127.0.0.1:3001\"]\n";
+
+#[test]
+fn admin_on_same_address_as_data() {
+    admin_error("127.0.0.1:8080", "127.0.0.1:8080");
+}
+
+#[test]
+fn admin_on_port_of_wildcard_data_listener() {
+    admin_error("0.0.0.0:8080", "127.0.0.1:8080");
+}
+
+fn bad_duration(e: &ConfigError, bad: &str) {
+    assert_kind!(e, ErrorKind::BadDuration { value, .. } if value == bad);
+    says(e, "write a duration like \"250ms\"");
+}
+
+#[test]
+fn bad_duration_unit() {
+    let e = err(&format!("{BACKENDS}read_timeout = \"2 parsecs\"\n"));
+    bad_duration(&e, "2 parsecs");
+    assert_eq!(place(&e), (3, 16));
+}
+
+#[test]
+fn zero_connect_timeout() {
+    let e = err(&format!("{BACKENDS}connect_timeout = \"0s\"\n"));
+    bad_duration(&e, "0s");
+    assert_eq!(place(&e), (3, 19));
+    says(&e, "it must be more than zero");
+}
+
+#[test]
+fn zero_threads_out_of_range() {
+    let e = err(&format!("[server]\nthreads = 0\n\n{BACKENDS}"));
+    assert_kind!(e, ErrorKind::OutOfRange { key, value: 0, min: 1, .. } if *key == "threads");
+    assert_eq!(place(&e), (2, 11));
+}
+
+#[test]
+fn toml_syntax_error() {
+    let e = err(r#"[server]
+listen = ["127.0.0.1:8080"]
+
+[upstreams.app]
+balance = "round_robin
+backends = ["127.0.0.1:3001"]
+"#);
+    assert_kind!(e, ErrorKind::Syntax(_));
+    assert_eq!(place(&e), (5, 23));
+}
+
+#[test]
+fn wrong_type_retries() {
+    let e = err(&format!("{BACKENDS}retries = \"two\"\n"));
+    assert_kind!(e, ErrorKind::WrongType { message } if message.contains("expected i64"));
+    assert_eq!(place(&e), (3, 11));
+}
+
+const TWO_UPSTREAMS: &str = r#"
+[upstreams.api]
+backends = ["127.0.0.1:3001"]
+
+[upstreams.web]
+balance = "least_connections"
+backends = ["127.0.0.1:3002", { address = "127.0.0.1:3003", weight = 3 }]
+"#;
+
+#[test]
+fn two_upstreams_with_default_parse() {
+    let src = format!("[server]\ndefault_upstream = \"web\"\n{TWO_UPSTREAMS}");
+    let config = parse(Path::new("proxy.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["api", "web"]);
+    assert_eq!(config.default_upstream().name, "web");
+    assert_eq!(config.default_upstream().backends[1].weight, 3);
+}
+
+#[test]
+fn two_upstreams_without_default() {
+    let e = err(TWO_UPSTREAMS);
+    assert_kind!(e, ErrorKind::NoDefaultUpstream { count: 2, names } if names == "api, web");
+    // Nothing to point at: the report starts at the top of the file.
+    assert_eq!(e.line(), Some(1));
+    says(&e, "set [server] default_upstream to one of: api, web");
+}
+
+fn check(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run switchyard check")
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut configs = vec![root.join("proxy.toml")];
+    if let Ok(dir) = std::fs::read_dir(root.join("examples")) {
+        for entry in dir {
+            let path = entry.expect("read examples/").path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                configs.push(path);
+            }
+        }
+    }
+    for config in configs {
+        let out = check(&config);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", config.display());
+        assert!(stdout.contains("ok"), "{}: {stdout}", config.display());
+    }
+}
+
+#[test]
+fn broken_config_fails_check_with_place() {
+    let name = format!("switchyard-config-errors-{}.toml", std::process::id());
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, format!("{BACKENDS}balanse = \"round_robin\"\n")).expect("write");
+    let out = check(&path);
+    std::fs::remove_file(&path).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let place = format!("{}:3:1:", path.display());
+    assert!(stderr.contains(&place), "expected {place:?} in:\n{stderr}");
+    assert!(stderr.contains("did you mean `balance`?"), "{stderr}");
+}

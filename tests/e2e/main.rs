@@ -1,0 +1,10 @@
+//! End-to-end tests: real backends and the real proxy on loopback, real HTTP.
+//! One test binary, so the suite links Pingora once.
+
+mod support;
+
+mod admin;
+mod balancing;
+mod config_errors;
+mod failures;
+mod headers;

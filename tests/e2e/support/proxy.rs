@@ -1,0 +1,170 @@
+//! The real Switchyard server, built by `switchyard::build_server` and run
+//! in a thread of the test process on free loopback ports.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use pingora::server::configuration::Opt;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::oneshot;
+
+use super::{client, eventually};
+
+/// A running proxy; shut down when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// Tells Pingora to stop when the test drops its [`TestProxy`].
+struct StopOnDrop(Mutex<Option<oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopOnDrop {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().unwrap().take();
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+impl TestProxy {
+    /// Starts Switchyard with `upstreams` (the `[upstreams.*]` part of a
+    /// config) on free loopback ports, and waits until it answers.
+    pub async fn start(upstreams: &str) -> TestProxy {
+        let (addr, admin) = (super::closed_port(), super::closed_port());
+        let text = format!(
+            "[server]\nlisten = [\"{addr}\"]\nthreads = 2\ngrace_period = \"0s\"\n\
+             [admin]\nlisten = \"{admin}\"\n{upstreams}"
+        );
+        let config = switchyard::config::parse(Path::new("test.toml"), &text)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let built = switchyard::build_server(config, Opt::default());
+        let (stop, stopped) = oneshot::channel();
+        let signal = StopOnDrop(Mutex::new(Some(stopped)));
+        std::thread::spawn(move || {
+            built.server.run(RunArgs {
+                shutdown_signal: Box::new(signal),
+            })
+        });
+        let proxy = TestProxy {
+            addr,
+            admin,
+            stop: Some(stop),
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&self) {
+        let http = client();
+        let healthz = format!("http://{}/healthz", self.admin);
+        eventually("the admin port", || async {
+            http.get(&healthz)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        })
+        .await;
+        let data = self.addr;
+        eventually("the data port", || async {
+            tokio::net::TcpStream::connect(data).await.ok()
+        })
+        .await;
+    }
+
+    /// `http://ADDR/path` on the data port.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADMIN/path` on the admin port.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// GETs `path` and returns (status, body trimmed).
+    pub async fn get(&self, http: &reqwest::Client, path: &str) -> (u16, String) {
+        let r = http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("proxy answers");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap().trim().to_string())
+    }
+
+    /// The parsed `/status` document.
+    pub async fn status(&self) -> serde_json::Value {
+        let r = client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        serde_json::from_str(&r.text().await.unwrap()).expect("/status is JSON")
+    }
+
+    /// The parsed `/metrics` scrape.
+    pub async fn metrics(&self) -> prometheus_parse::Scrape {
+        let r = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
+    }
+
+    /// In-flight count of `backend` as `/status` reports it.
+    pub async fn in_flight(&self, backend: SocketAddr) -> u64 {
+        let status = self.status().await;
+        backends(&status)
+            .into_iter()
+            .find(|b| b["address"] == backend.to_string())
+            .and_then(|b| b["in_flight"].as_u64())
+            .expect("backend listed in /status")
+    }
+}
+
+/// Every backend object in a `/status` document.
+pub fn backends(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|u| u["backends"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Sum of the samples of metric `name` whose labels include all of `labels`.
+pub fn metric_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
