@@ -32,6 +32,9 @@ pub const DEFAULT_RETRIES: usize = 2;
 pub const MAX_RETRIES: usize = 15;
 /// Largest backend `weight`.
 pub const MAX_WEIGHT: u32 = 10_000;
+/// Longest duration any setting accepts; keeps deadline arithmetic far
+/// from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest `threads`.
 pub const MAX_THREADS: usize = 1024;
 

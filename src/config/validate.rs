@@ -353,6 +353,9 @@ impl Source<'_> {
         if d.is_zero() && !zero_ok {
             return Err(bad("it must be more than zero".into()));
         }
+        if d > MAX_DURATION {
+            return Err(bad("it must be at most 24h".into()));
+        }
         Ok(d)
     }
 }

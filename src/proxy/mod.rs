@@ -42,6 +42,11 @@ pub struct RequestCtx {
     attempt: Option<(usize, Lease)>,
     /// Backends already attempted, by index in `upstream`.
     tried: Vec<usize>,
+    /// Connect failures so far; `retries` bounds these, not reconnects.
+    connect_failures: usize,
+    /// Pingora is retrying because a reused keep-alive connection broke:
+    /// go back to the same backend on a new connection.
+    reconnect: bool,
     /// Set when the proxy wrote the response itself.
     local_status: Option<u16>,
 }
@@ -57,6 +62,8 @@ impl ProxyHttp for Proxy {
             upstream: None,
             attempt: None,
             tried: Vec::new(),
+            connect_failures: 0,
+            reconnect: false,
             local_status: None,
         }
     }
@@ -76,28 +83,22 @@ impl ProxyHttp for Proxy {
             .upstream
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no upstream"))?;
-        let retrying = !ctx.tried.is_empty();
-        // A retry after a broken keep-alive connection may go back to a
-        // backend already tried, on a fresh connection.
-        let selected = upstream
-            .select(&ctx.tried)
-            .or_else(|| retrying.then(|| upstream.select(&[])).flatten());
-        let Some((index, lease)) = selected else {
+        if std::mem::take(&mut ctx.reconnect) {
+            if let Some((_, lease)) = &ctx.attempt {
+                return Ok(peer_for(&upstream, lease));
+            }
+        }
+        let Some((index, lease)) = upstream.select(&ctx.tried) else {
             let why = format!("upstream {} has no usable backend", upstream.name());
             return Err(Error::explain(ErrorType::HTTPStatus(503), why));
         };
-        if retrying {
+        if !ctx.tried.is_empty() {
             self.metrics.observe_retry(upstream.name());
         }
-        let t = upstream.timeouts();
-        let mut peer = HttpPeer::new(lease.backend().socket_addr(), false, String::new());
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.write);
-        peer.options.idle_timeout = Some(t.idle);
+        let peer = peer_for(&upstream, &lease);
         ctx.tried.push(index);
         ctx.attempt = Some((index, lease));
-        Ok(Box::new(peer))
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -114,10 +115,35 @@ impl ProxyHttp for Proxy {
             backend.record_failure();
             self.metrics
                 .observe_failure(upstream.name(), backend.address(), FailureKind::Connect);
+            ctx.connect_failures += 1;
             let may_retry =
-                ctx.tried.len() <= upstream.retries() && upstream.has_untried(&ctx.tried);
+                ctx.connect_failures <= upstream.retries() && upstream.has_untried(&ctx.tried);
             e.set_retry(may_retry);
         }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // Pingora's policy: retry only idempotent requests whose body is
+        // still buffered, and only when the connection was a reused one
+        // (the backend closed an idle keep-alive connection as we sent).
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let method_ok = session.req_header().method.is_idempotent();
+        if !method_ok || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        // That race is not the backend failing, so it is not counted and it
+        // does not use up `retries`: the same backend gets a new connection.
+        ctx.reconnect = e.retry();
         e
     }
 
@@ -149,7 +175,7 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let already_started = session.response_written().is_some();
+        let already_started = response_started(session);
         let code = if already_started {
             0
         } else {
@@ -180,8 +206,10 @@ impl ProxyHttp for Proxy {
                 backend.address(),
                 errors::failure_kind(e),
             );
+            // Includes a response cut off mid-body: a failure, not a response.
+            return;
         }
-        if ctx.local_status.is_some() {
+        if ctx.local_status.is_some() || !response_started(session) {
             return;
         }
         if let Some(resp) = session.response_written() {
@@ -195,4 +223,23 @@ impl ProxyHttp for Proxy {
             );
         }
     }
+}
+
+/// Whether a final response has gone to the client. A 1xx (103 Early Hints,
+/// 100 Continue) is not final, so an error after one still gets its 5xx.
+fn response_started(session: &Session) -> bool {
+    session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational() || r.status == 101)
+}
+
+/// The peer for the backend `lease` is on, with the upstream's timeouts.
+fn peer_for(upstream: &Upstream, lease: &Lease) -> Box<HttpPeer> {
+    let t = upstream.timeouts();
+    let mut peer = HttpPeer::new(lease.backend().socket_addr(), false, String::new());
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.read_timeout = Some(t.read);
+    peer.options.write_timeout = Some(t.write);
+    peer.options.idle_timeout = Some(t.idle);
+    Box::new(peer)
 }

@@ -17,7 +17,7 @@ async fn metrics_parse_and_count_the_requests_sent() {
     for _ in 0..40 {
         proxy.get(&http, "/").await;
     }
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(40.0).await;
     let (sa, sb) = (a.addr.to_string(), b.addr.to_string());
     let requests = "switchyard_requests_total";
     assert_eq!(
@@ -72,6 +72,7 @@ async fn status_is_json_describing_every_backend() {
     ))
     .await;
     proxy.get(&client(), "/").await;
+    proxy.metrics_after(1.0).await;
     let s = proxy.status().await;
     assert_eq!(s["config"]["default_upstream"], "app");
     assert_eq!(s["config"]["sha256"].as_str().map(str::len), Some(64));

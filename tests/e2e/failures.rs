@@ -3,6 +3,7 @@
 //! in-flight count always returns to zero.
 
 use crate::support::proxy::metric_sum;
+use crate::support::raw::{RawBackend, Then};
 use crate::support::{client, closed_port, eventually, Behavior, TestBackend, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +22,7 @@ async fn refused_connections_are_retried_on_another_backend() {
         assert_eq!(status, 200, "body: {body}");
         assert!(body == "a" || body == "b", "{body}");
     }
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(30.0).await;
     let dead = dead.to_string();
     let connect_failures = metric_sum(
         &m,
@@ -61,7 +62,7 @@ async fn every_backend_refusing_gives_502() {
     let r = http.get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert!(r.headers().contains_key("x-request-id"));
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(1.0).await;
     // Both backends tried once each: retries stop when no untried backend is left.
     assert_eq!(
         metric_sum(
@@ -109,7 +110,7 @@ async fn a_backend_that_never_answers_gives_504_after_read_timeout() {
         (proxy.in_flight(silent.addr).await == 0).then_some(())
     })
     .await;
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(1.0).await;
     assert_eq!(
         metric_sum(
             &m,
@@ -158,10 +159,100 @@ async fn backend_errors_pass_through_and_are_counted_by_code() {
     for _ in 0..3 {
         assert_eq!(proxy.get(&http, "/").await, (500, "failing".to_string()));
     }
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(3.0).await;
     assert_eq!(
         metric_sum(&m, "switchyard_requests_total", &[("code", "500")]),
         3.0
     );
+    assert_eq!(metric_sum(&m, "switchyard_local_responses_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_usable_backend_gives_503_and_not_ready() {
+    let a = TestBackend::start("a", Behavior::Name).await;
+    let b = TestBackend::start("b", Behavior::Name).await;
+    let proxy = TestProxy::start(&format!(
+        "[upstreams.app]\nbackends = [\"{}\", \"{}\"]\n",
+        a.addr, b.addr
+    ))
+    .await;
+    let http = client();
+    // Mark backends down the way health checking does: in the shared state.
+    let snapshot = proxy.pool.snapshot();
+    let backends = snapshot.route().backends();
+    backends[0].state.set_healthy(false);
+    for _ in 0..4 {
+        assert_eq!(proxy.get(&http, "/").await, (200, "b".to_string()));
+    }
+    backends[1].state.set_healthy(false);
+    let r = http.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!((a.received(), b.received()), (0, 4));
+
+    let ready = http.get(proxy.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("app"));
+    let m = proxy.metrics_after(5.0).await;
+    assert_eq!(
+        metric_sum(&m, "switchyard_local_responses_total", &[("code", "503")]),
+        1.0
+    );
+    assert_eq!(metric_sum(&m, "switchyard_backend_healthy", &[]), 0.0);
+
+    backends[0].state.set_healthy(true);
+    assert_eq!(proxy.get(&http, "/").await, (200, "a".to_string()));
+    let ready = http.get(proxy.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_hint_then_silence_still_gives_504() {
+    let hinting = RawBackend::start(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n",
+        Then::Hang,
+    )
+    .await;
+    let proxy = TestProxy::start(&format!(
+        "[upstreams.app]\nread_timeout = \"300ms\"\nbackends = [\"{}\"]\n",
+        hinting.addr
+    ))
+    .await;
+    let r = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let m = proxy.metrics_after(1.0).await;
+    assert_eq!(
+        metric_sum(&m, "switchyard_local_responses_total", &[("code", "504")]),
+        1.0
+    );
+    assert_eq!(metric_sum(&m, "switchyard_requests_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_is_a_failure_not_a_response() {
+    let cut = RawBackend::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",
+        Then::Close,
+    )
+    .await;
+    let proxy =
+        TestProxy::start(&format!("[upstreams.app]\nbackends = [\"{}\"]\n", cut.addr)).await;
+    let r = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the header had already gone out");
+    assert!(
+        r.bytes().await.is_err(),
+        "the client must see the body end early"
+    );
+    let m = eventually("the cut to be counted", || async {
+        let m = proxy.metrics().await;
+        let resets = metric_sum(
+            &m,
+            "switchyard_upstream_failures_total",
+            &[("kind", "reset")],
+        );
+        (resets == 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(metric_sum(&m, "switchyard_requests_total", &[]), 0.0);
     assert_eq!(metric_sum(&m, "switchyard_local_responses_total", &[]), 0.0);
 }

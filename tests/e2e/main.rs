@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod balancing;
+mod binary;
 mod config_errors;
 mod failures;
 mod headers;

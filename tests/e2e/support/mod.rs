@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod proxy;
+pub mod raw;
 
 use std::future::Future;
 use std::time::Duration;

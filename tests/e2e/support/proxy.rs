@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use switchyard::pool::Pool;
 use tokio::sync::oneshot;
 
 use super::{client, eventually};
@@ -16,6 +17,8 @@ use super::{client, eventually};
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The live pool, for tests that change backend state directly.
+    pub pool: Arc<Pool>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -45,6 +48,7 @@ impl TestProxy {
         let config = switchyard::config::parse(Path::new("test.toml"), &text)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
         let built = switchyard::build_server(config, Opt::default());
+        let pool = Arc::clone(&built.pool);
         let (stop, stopped) = oneshot::channel();
         let signal = StopOnDrop(Mutex::new(Some(stopped)));
         std::thread::spawn(move || {
@@ -55,6 +59,7 @@ impl TestProxy {
         let proxy = TestProxy {
             addr,
             admin,
+            pool,
             stop: Some(stop),
         };
         proxy.wait_ready().await;
@@ -122,6 +127,19 @@ impl TestProxy {
         let text = r.text().await.unwrap();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
+    }
+
+    /// The scrape once `requests` finished requests are counted (answered by
+    /// a backend or by the proxy): counting happens after the response is
+    /// sent, so a scrape right after the last response may be early.
+    pub async fn metrics_after(&self, requests: f64) -> prometheus_parse::Scrape {
+        eventually("every request to be counted", || async {
+            let m = self.metrics().await;
+            let counted = metric_sum(&m, "switchyard_requests_total", &[])
+                + metric_sum(&m, "switchyard_local_responses_total", &[]);
+            (counted == requests).then_some(m)
+        })
+        .await
     }
 
     /// In-flight count of `backend` as `/status` reports it.
