@@ -104,17 +104,13 @@ impl<'de> Visitor<'de> for BackendEntryVisitor {
                 }
             }
         }
-        if let Some(key) = &unknown {
-            // Keep going so the key can be reported where it stands.
-            let placeholder = Spanned::new(key.span(), String::new());
-            let address = address.unwrap_or(placeholder);
-            return Ok(BackendEntry::Long {
-                address,
-                weight,
-                unknown,
-            });
-        }
-        let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
+        // With an unknown key, validation reports that key where it stands,
+        // so a missing address is not the error to give.
+        let address = match (address, &unknown) {
+            (Some(address), _) => address,
+            (None, Some(key)) => Spanned::new(key.span(), String::new()),
+            (None, None) => return Err(de::Error::missing_field("address")),
+        };
         Ok(BackendEntry::Long {
             address,
             weight,

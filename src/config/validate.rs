@@ -52,12 +52,7 @@ impl Source<'_> {
         let message = e.message().trim_end().to_string();
         let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
         let kind = if message.starts_with("unknown field") && !quoted.is_empty() {
-            let valid: Vec<String> = quoted[1..].iter().map(|s| s.to_string()).collect();
-            ErrorKind::UnknownKey {
-                key: quoted[0].to_string(),
-                suggestion: nearest(quoted[0], valid.iter().map(String::as_str)),
-                valid,
-            }
+            unknown_key(quoted[0], &quoted[1..])
         } else if message.starts_with("missing field") && !quoted.is_empty() {
             ErrorKind::MissingKey(quoted[0].to_string())
         } else if message.starts_with("invalid type") {
@@ -66,15 +61,6 @@ impl Source<'_> {
             ErrorKind::Syntax(message)
         };
         self.error(span, kind)
-    }
-
-    fn unknown_key(&self, key: &Spanned<String>, valid: &[&str]) -> Box<ConfigError> {
-        let kind = ErrorKind::UnknownKey {
-            key: key.get_ref().clone(),
-            suggestion: nearest(key.get_ref(), valid.iter().copied()),
-            valid: valid.iter().map(|s| s.to_string()).collect(),
-        };
-        self.error(key.span(), kind)
     }
 
     /// Returns the server settings and the `default_upstream` name, if given.
@@ -241,7 +227,8 @@ impl Source<'_> {
             BackendEntry::Long {
                 unknown: Some(key), ..
             } => {
-                return Err(self.unknown_key(&key, super::file::BACKEND_FIELDS));
+                let kind = unknown_key(key.get_ref(), super::file::BACKEND_FIELDS);
+                return Err(self.error(key.span(), kind));
             }
             BackendEntry::Long {
                 address, weight, ..
@@ -399,6 +386,15 @@ fn balance_alias(v: &str) -> Option<&'static str> {
             Some("least_connections")
         }
         _ => None,
+    }
+}
+
+/// `key` is not one of `valid`; suggest the nearest if it looks like a typo.
+fn unknown_key(key: &str, valid: &[&str]) -> ErrorKind {
+    ErrorKind::UnknownKey {
+        key: key.to_string(),
+        suggestion: nearest(key, valid.iter().copied()),
+        valid: valid.iter().map(|s| s.to_string()).collect(),
     }
 }
 

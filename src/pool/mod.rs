@@ -82,14 +82,19 @@ impl Upstream {
 
     /// Picks a healthy backend not in `tried` and leases a slot on it.
     pub fn select(&self, tried: &[usize]) -> Option<(usize, Lease)> {
-        let usable = |i: usize| !tried.contains(&i) && self.backends[i].state.is_healthy();
-        let i = self.balancer.pick(&self.backends, &usable)?;
+        let i = self
+            .balancer
+            .pick(&self.backends, &|i| self.usable(i, tried))?;
         Some((i, self.backends[i].state.lease()))
     }
 
     /// Whether a backend outside `tried` could still be selected.
     pub fn has_untried(&self, tried: &[usize]) -> bool {
-        (0..self.backends.len()).any(|i| !tried.contains(&i) && self.backends[i].state.is_healthy())
+        (0..self.backends.len()).any(|i| self.usable(i, tried))
+    }
+
+    fn usable(&self, i: usize, tried: &[usize]) -> bool {
+        !tried.contains(&i) && self.backends[i].state.is_healthy()
     }
 
     /// At least one backend is healthy.

@@ -215,12 +215,8 @@ impl ProxyHttp for Proxy {
         if let Some(resp) = session.response_written() {
             backend.record_response();
             let seconds = ctx.started.elapsed().as_secs_f64();
-            self.metrics.observe_response(
-                upstream.name(),
-                backend.address(),
-                resp.status.as_u16(),
-                seconds,
-            );
+            self.metrics
+                .observe_response(upstream.name(), backend.address(), resp.status, seconds);
         }
     }
 }

@@ -91,7 +91,7 @@ async fn status_is_json_describing_every_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_unknown_paths() {
     let a = TestBackend::start("a", Behavior::Name).await;
-    let proxy = TestProxy::start(&format!("[upstreams.app]\nbackends = [\"{}\"]\n", a.addr)).await;
+    let proxy = TestProxy::start_app("", &[a.addr]).await;
     let http = client();
     let status = |path: &'static str| {
         let (http, url) = (http.clone(), proxy.admin_url(path));

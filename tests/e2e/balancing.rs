@@ -37,9 +37,7 @@ async fn round_robin_equal_weights_gives_exactly_equal_counts() {
     let http = client();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..300 {
-        let (status, body) = proxy.get(&http, "/").await;
-        assert_eq!(status, 200);
-        *counts.entry(body).or_default() += 1;
+        *counts.entry(proxy.get_ok(&http, "/").await).or_default() += 1;
     }
     assert_eq!(counts.get("a"), Some(&100), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&100), "{counts:?}");
@@ -60,9 +58,7 @@ async fn round_robin_weights_interleave_smoothly() {
     let http = client();
     let mut order = String::new();
     for _ in 0..14 {
-        let (status, body) = proxy.get(&http, "/").await;
-        assert_eq!(status, 200);
-        order.push_str(&body);
+        order.push_str(&proxy.get_ok(&http, "/").await);
     }
     assert_eq!(order, "aabacaaaabacaa");
 }
@@ -77,7 +73,7 @@ async fn least_connections_spreads_evenly_without_load() {
     .await;
     let http = client();
     for _ in 0..60 {
-        assert_eq!(proxy.get(&http, "/").await.0, 200);
+        proxy.get_ok(&http, "/").await;
     }
     for backend in &b {
         assert_eq!(
@@ -120,9 +116,7 @@ async fn least_connections_avoids_a_backend_holding_requests() {
 
     // While it holds one, new requests go to the idle backends only.
     for _ in 0..20 {
-        let (status, body) = proxy.get(&http, "/").await;
-        assert_eq!(status, 200);
-        assert_ne!(body, "slow");
+        assert_ne!(proxy.get_ok(&http, "/").await, "slow");
     }
     assert_eq!(slow.received(), 1);
     let (b, c) = (fast[0].received(), fast[1].received());

@@ -94,9 +94,8 @@ backends = [
     says(&e, "did you mean `address`?");
 }
 
-/// The unknown key itself should be pointed at, as in every other table.
+/// The unknown key itself is pointed at, as in every other table.
 #[test]
-
 fn unknown_key_in_backend_points_at_the_key() {
     let inline = err("[upstreams.app]\nbackends = [\n  { adress = \"127.0.0.1:3002\" },\n]\n");
     assert_eq!(unknown_key(&inline), ("adress", Some("address")));
@@ -292,6 +291,16 @@ fn zero_connect_timeout() {
 }
 
 #[test]
+fn durations_are_capped_at_a_day() {
+    let e = err(&format!("{BACKENDS}read_timeout = \"25h\"\n"));
+    bad_duration(&e, "25h");
+    assert_eq!(place(&e), (3, 16));
+    says(&e, "it must be at most 24h");
+    let ok = format!("{BACKENDS}read_timeout = \"24h\"\n");
+    assert!(parse(Path::new("proxy.toml"), &ok).is_ok());
+}
+
+#[test]
 fn zero_threads_out_of_range() {
     let e = err(&format!("[server]\nthreads = 0\n\n{BACKENDS}"));
     assert_kind!(e, ErrorKind::OutOfRange { key, value: 0, min: 1, .. } if *key == "threads");
@@ -358,14 +367,16 @@ fn check(config: &Path) -> std::process::Output {
 fn shipped_configs_pass_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut configs = vec![root.join("proxy.toml")];
-    if let Ok(dir) = std::fs::read_dir(root.join("examples")) {
-        for entry in dir {
-            let path = entry.expect("read examples/").path();
-            if path.extension().is_some_and(|x| x == "toml") {
-                configs.push(path);
-            }
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples/ exists") {
+        let path = entry.expect("read examples/").path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            configs.push(path);
         }
     }
+    assert!(
+        configs.len() > 1,
+        "examples/ should hold a config: {configs:?}"
+    );
     for config in configs {
         let out = check(&config);
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -11,15 +11,10 @@ async fn refused_connections_are_retried_on_another_backend() {
     let dead = closed_port();
     let a = TestBackend::start("a", Behavior::Name).await;
     let b = TestBackend::start("b", Behavior::Name).await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nretries = 1\nbackends = [\"{dead}\", \"{}\", \"{}\"]\n",
-        a.addr, b.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("retries = 1\n", &[dead, a.addr, b.addr]).await;
     let http = client();
     for _ in 0..30 {
-        let (status, body) = proxy.get(&http, "/").await;
-        assert_eq!(status, 200, "body: {body}");
+        let body = proxy.get_ok(&http, "/").await;
         assert!(body == "a" || body == "b", "{body}");
     }
     let m = proxy.metrics_after(30.0).await;
@@ -54,10 +49,7 @@ async fn refused_connections_are_retried_on_another_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_refusing_gives_502() {
     let (x, y) = (closed_port(), closed_port());
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nretries = 3\nbackends = [\"{x}\", \"{y}\"]\n"
-    ))
-    .await;
+    let proxy = TestProxy::start_app("retries = 3\n", &[x, y]).await;
     let http = client();
     let r = http.get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
@@ -83,11 +75,7 @@ async fn every_backend_refusing_gives_502() {
 async fn retries_zero_means_one_attempt() {
     let dead = closed_port();
     let a = TestBackend::start("a", Behavior::Name).await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nretries = 0\nbackends = [\"{dead}\", \"{}\"]\n",
-        a.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("retries = 0\n", &[dead, a.addr]).await;
     let http = client();
     // The first request goes to the dead backend and may not move on.
     assert_eq!(proxy.get(&http, "/").await.0, 502);
@@ -97,11 +85,7 @@ async fn retries_zero_means_one_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_never_answers_gives_504_after_read_timeout() {
     let silent = TestBackend::start("silent", Behavior::Hang).await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nread_timeout = \"300ms\"\nbackends = [\"{}\"]\n",
-        silent.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("read_timeout = \"300ms\"\n", &[silent.addr]).await;
     let http = client();
     let r = http.get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 504);
@@ -129,11 +113,7 @@ async fn a_backend_that_never_answers_gives_504_after_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_gives_up_releases_the_lease() {
     let silent = TestBackend::start("silent", Behavior::Hang).await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nbackends = [\"{}\"]\n",
-        silent.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("", &[silent.addr]).await;
     let impatient = reqwest::Client::builder()
         .no_proxy()
         .timeout(std::time::Duration::from_millis(300))
@@ -150,11 +130,7 @@ async fn a_client_that_gives_up_releases_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_pass_through_and_are_counted_by_code() {
     let failing = TestBackend::start("failing", Behavior::Status(500)).await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nbackends = [\"{}\"]\n",
-        failing.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("", &[failing.addr]).await;
     let http = client();
     for _ in 0..3 {
         assert_eq!(proxy.get(&http, "/").await, (500, "failing".to_string()));
@@ -171,11 +147,7 @@ async fn backend_errors_pass_through_and_are_counted_by_code() {
 async fn no_usable_backend_gives_503_and_not_ready() {
     let a = TestBackend::start("a", Behavior::Name).await;
     let b = TestBackend::start("b", Behavior::Name).await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nbackends = [\"{}\", \"{}\"]\n",
-        a.addr, b.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("", &[a.addr, b.addr]).await;
     let http = client();
     // Mark backends down the way health checking does: in the shared state.
     let snapshot = proxy.pool.snapshot();
@@ -213,11 +185,7 @@ async fn an_early_hint_then_silence_still_gives_504() {
         Then::Hang,
     )
     .await;
-    let proxy = TestProxy::start(&format!(
-        "[upstreams.app]\nread_timeout = \"300ms\"\nbackends = [\"{}\"]\n",
-        hinting.addr
-    ))
-    .await;
+    let proxy = TestProxy::start_app("read_timeout = \"300ms\"\n", &[hinting.addr]).await;
     let r = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 504);
     let m = proxy.metrics_after(1.0).await;
@@ -235,8 +203,7 @@ async fn a_body_cut_short_is_a_failure_not_a_response() {
         Then::Close,
     )
     .await;
-    let proxy =
-        TestProxy::start(&format!("[upstreams.app]\nbackends = [\"{}\"]\n", cut.addr)).await;
+    let proxy = TestProxy::start_app("", &[cut.addr]).await;
     let r = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the header had already gone out");
     assert!(

@@ -5,7 +5,7 @@ use crate::support::{client, Behavior, TestBackend, TestProxy};
 
 async fn one_backend() -> (TestBackend, TestProxy) {
     let b = TestBackend::start("a", Behavior::Name).await;
-    let proxy = TestProxy::start(&format!("[upstreams.app]\nbackends = [\"{}\"]\n", b.addr)).await;
+    let proxy = TestProxy::start_app("", &[b.addr]).await;
     (b, proxy)
 }
 
@@ -38,21 +38,12 @@ async fn forwarded_headers_and_a_generated_request_id_reach_the_backend() {
 async fn a_valid_client_request_id_is_kept_and_an_invalid_one_replaced() {
     let (backend, proxy) = one_backend().await;
     let http = client();
-    let r = http
-        .get(proxy.url("/"))
-        .header("x-request-id", "trace-42")
-        .send()
-        .await
-        .unwrap();
+    let with_id = |id: &'static str| http.get(proxy.url("/")).header("x-request-id", id).send();
+    let r = with_id("trace-42").await.unwrap();
     assert_eq!(r.headers()["x-request-id"], "trace-42");
     assert_eq!(backend.headers()[0]["x-request-id"], "trace-42");
 
-    let r = http
-        .get(proxy.url("/"))
-        .header("x-request-id", "bad id; with spaces")
-        .send()
-        .await
-        .unwrap();
+    let r = with_id("bad id; with spaces").await.unwrap();
     let replaced = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_ne!(replaced, "bad id; with spaces");
     assert_eq!(backend.headers()[1]["x-request-id"], replaced.as_str());

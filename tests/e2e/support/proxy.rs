@@ -66,6 +66,17 @@ impl TestProxy {
         proxy
     }
 
+    /// Starts Switchyard with one upstream, `app`: `settings` (lines ending
+    /// in `\n`, may be empty) and these backends, weight 1 each.
+    pub async fn start_app(settings: &str, backends: &[SocketAddr]) -> TestProxy {
+        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
+        let upstream = format!(
+            "[upstreams.app]\n{settings}backends = [{}]\n",
+            list.join(", ")
+        );
+        Self::start(&upstream).await
+    }
+
     async fn wait_ready(&self) {
         let http = client();
         let healthz = format!("http://{}/healthz", self.admin);
@@ -105,26 +116,28 @@ impl TestProxy {
         (status, r.text().await.unwrap().trim().to_string())
     }
 
+    /// GETs `path`, asserts a 200, and returns the body trimmed.
+    pub async fn get_ok(&self, http: &reqwest::Client, path: &str) -> String {
+        let (status, body) = self.get(http, path).await;
+        assert_eq!(status, 200, "body: {body}");
+        body
+    }
+
+    /// The body of a 200 from the admin port.
+    async fn admin_text(&self, path: &str) -> String {
+        let r = client().get(self.admin_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().await.unwrap()
+    }
+
     /// The parsed `/status` document.
     pub async fn status(&self) -> serde_json::Value {
-        let r = client()
-            .get(self.admin_url("/status"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        serde_json::from_str(&r.text().await.unwrap()).expect("/status is JSON")
+        serde_json::from_str(&self.admin_text("/status").await).expect("/status is JSON")
     }
 
     /// The parsed `/metrics` scrape.
     pub async fn metrics(&self) -> prometheus_parse::Scrape {
-        let r = client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let text = r.text().await.unwrap();
+        let text = self.admin_text("/metrics").await;
         let lines = text.lines().map(|l| Ok(l.to_string()));
         prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
     }
