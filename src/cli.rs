@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use pingora::server::configuration::Opt;
 
-use crate::config::Config;
+use crate::config::{Config, Probe, UpstreamConfig};
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "proxy.toml";
@@ -83,9 +83,44 @@ pub fn summary(config: &Config) -> String {
             u.timeouts.read,
             u.backends.len()
         );
+        let _ = writeln!(out, "    {}", health_summary(u));
         for b in &u.backends {
             let _ = writeln!(out, "    {} weight {}", b.address, b.weight);
         }
     }
     out
+}
+
+/// One line on how an upstream's backends are checked.
+fn health_summary(u: &UpstreamConfig) -> String {
+    let active = match &u.health_check {
+        None => "no active checks".to_string(),
+        Some(c) => {
+            let what = match &c.probe {
+                Probe::Tcp => "tcp connect".to_string(),
+                Probe::Http { path, .. } => format!("http GET {path}"),
+            };
+            format!(
+                "checks: {what} every {}, down after {}, up after {}",
+                humantime::format_duration(c.interval),
+                c.unhealthy_threshold,
+                c.healthy_threshold
+            )
+        }
+    };
+    let p = &u.passive;
+    let passive = if p.consecutive_failures == 0 {
+        "no ejection".to_string()
+    } else {
+        format!(
+            "ejection after {} failures in a row ({}) for {}",
+            p.consecutive_failures,
+            p.counts.names().join(", "),
+            humantime::format_duration(p.ejection_time)
+        )
+    };
+    let slow = u.slow_start.map_or(String::new(), |d| {
+        format!("; slow start {}", humantime::format_duration(d))
+    });
+    format!("{active}; {passive}{slow}")
 }

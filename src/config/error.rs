@@ -60,8 +60,21 @@ pub enum ErrorKind {
     NoDefaultUpstream { count: usize, names: String },
     #[error("default_upstream `{value}` is not defined; use one of: {names}")]
     UnknownUpstream { value: String, names: String },
-    #[error("{0} is not available in this version of Switchyard; remove it")]
-    NotSupported(String),
+    #[error("unknown {key} `{value}`; {}", choose(.suggestion, .valid))]
+    UnknownChoice {
+        key: &'static str,
+        value: String,
+        suggestion: Option<String>,
+        valid: Vec<&'static str>,
+    },
+    #[error("bad {key} `{value}`: {fix}")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        fix: String,
+    },
+    #[error("`{0}` applies only to type = \"http\" checks; remove it, or set type = \"http\"")]
+    HttpOnly(&'static str),
 }
 
 fn suggest(suggestion: &Option<String>, valid: &[String]) -> String {
@@ -69,6 +82,16 @@ fn suggest(suggestion: &Option<String>, valid: &[String]) -> String {
         Some(s) => format!("; did you mean `{s}`?"),
         None if valid.is_empty() => "; this table takes no keys".to_string(),
         None => format!("; valid keys here: {}", valid.join(", ")),
+    }
+}
+
+fn choose(suggestion: &Option<String>, valid: &[&str]) -> String {
+    match suggestion {
+        Some(s) => format!("did you mean \"{s}\"?"),
+        None => {
+            let quoted: Vec<String> = valid.iter().map(|v| format!("\"{v}\"")).collect();
+            format!("use one of: {}", quoted.join(", "))
+        }
     }
 }
 

@@ -48,9 +48,36 @@ pub struct UpstreamSection {
     pub idle_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub backends: Option<Spanned<Vec<Spanned<BackendEntry>>>>,
-    /// Accepted so that the error can say it is not available yet, rather
-    /// than calling a documented key unknown.
-    pub health_check: Option<Spanned<toml::Table>>,
+    pub slow_start: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<HealthCheckSection>>,
+    pub passive_health_check: Option<PassiveSection>,
+}
+
+/// `[upstreams.NAME.health_check]`: active checks of every backend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    /// Classes like "2xx" or exact codes, as strings or integers.
+    pub expect_status: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    pub initial_state: Option<Spanned<String>>,
+}
+
+/// `[upstreams.NAME.passive_health_check]`: ejection on failed requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveSection {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub failures: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ejection_time: Option<Spanned<String>>,
+    pub max_ejection_time: Option<Spanned<String>>,
 }
 
 /// One entry of `backends`: `"127.0.0.1:3001"` or

@@ -37,6 +37,22 @@ pub const MAX_WEIGHT: u32 = 10_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest `threads`.
 pub const MAX_THREADS: usize = 1024;
+/// Time between active checks of one backend.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Time one active check may take.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Passing checks in a row that mark a backend healthy.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Failing checks in a row that mark a backend unhealthy.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Largest threshold or `consecutive_failures`.
+pub const MAX_THRESHOLD: u32 = 1000;
+/// Failed requests in a row that eject a backend.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// First ejection's length; later ones in a row double it.
+pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
+/// Longest ejection.
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +97,156 @@ pub struct UpstreamConfig {
     pub retries: usize,
     /// Never empty; addresses are unique.
     pub backends: Vec<BackendConfig>,
+    /// Active checks, if configured.
+    pub health_check: Option<HealthCheck>,
+    /// Ejection on failed requests (on by default).
+    pub passive: Passive,
+    /// Time over which a backend that became usable ramps up to its full
+    /// weight. `None`: no ramp.
+    pub slow_start: Option<Duration>,
+}
+
+/// `[upstreams.NAME.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// 1 to [`MAX_THRESHOLD`].
+    pub healthy_threshold: u32,
+    /// 1 to [`MAX_THRESHOLD`].
+    pub unhealthy_threshold: u32,
+    /// Whether a backend that no check has passed yet takes traffic.
+    pub initial_healthy: bool,
+}
+
+/// What an active check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Connect, and succeed if the connection is accepted.
+    Tcp,
+    /// `GET path` with `Host: host` (default: the backend's address); pass
+    /// if the status matches one of `expect`.
+    Http {
+        path: String,
+        host: Option<String>,
+        expect: Vec<StatusMatch>,
+    },
+}
+
+impl Probe {
+    pub const NAMES: [&'static str; 2] = ["http", "tcp"];
+}
+
+/// One entry of `expect_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// `"2xx"`: the hundreds digit.
+    Class(u16),
+    /// `200` or `"200"`.
+    Code(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Class(c) => status / 100 == c,
+            StatusMatch::Code(c) => status == c,
+        }
+    }
+}
+
+impl std::fmt::Display for StatusMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusMatch::Class(c) => write!(f, "{c}xx"),
+            StatusMatch::Code(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+/// `[upstreams.NAME.passive_health_check]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passive {
+    /// Counted failures in a row that eject a backend; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// Which outcomes count.
+    pub counts: Outcomes,
+    /// Length of a first ejection; each ejection in a row doubles it.
+    pub ejection_time: Duration,
+    /// Cap on the length of an ejection; at least `ejection_time`.
+    pub max_ejection_time: Duration,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
+            counts: Outcomes::DEFAULT,
+            ejection_time: DEFAULT_EJECTION_TIME,
+            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+        }
+    }
+}
+
+/// What a request to a backend can end in, as far as ejection cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The connection could not be established.
+    Connect,
+    /// No answer within the read or write timeout.
+    Timeout,
+    /// The connection broke after it was established.
+    Reset,
+    /// The backend spoke invalid HTTP.
+    Protocol,
+    /// The backend answered with a 5xx status.
+    ServerError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Connect,
+        Outcome::Timeout,
+        Outcome::Reset,
+        Outcome::Protocol,
+        Outcome::ServerError,
+    ];
+    pub const NAMES: [&'static str; 5] = ["connect", "timeout", "reset", "protocol", "5xx"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// A set of [`Outcome`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes(u8);
+
+impl Outcomes {
+    /// Every failure to get a response counts; a 5xx does not, since an
+    /// app answering 500 to one bad request is not down (as in nginx).
+    pub const DEFAULT: Outcomes = Outcomes(0b01111);
+
+    pub fn empty() -> Self {
+        Outcomes(0)
+    }
+
+    pub fn insert(&mut self, o: Outcome) {
+        self.0 |= 1 << o as u8;
+    }
+
+    pub fn contains(self, o: Outcome) -> bool {
+        self.0 & (1 << o as u8) != 0
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Outcome::ALL
+            .into_iter()
+            .filter(|&o| self.contains(o))
+            .map(Outcome::name)
+            .collect()
+    }
 }
 
 /// How an upstream picks a backend for each request.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use switchyard::config::{parse, ConfigError, ErrorKind};
+use switchyard::config::{parse, ConfigError, ErrorKind, Probe};
 
 /// Parses `src` as `proxy.toml`, expecting an error.
 fn err(src: &str) -> ConfigError {
@@ -398,4 +398,159 @@ fn broken_config_fails_check_with_place() {
     let place = format!("{}:3:1:", path.display());
     assert!(stderr.contains(&place), "expected {place:?} in:\n{stderr}");
     assert!(stderr.contains("did you mean `balance`?"), "{stderr}");
+}
+
+/// `[upstreams.app]` with one backend and then `[upstreams.app.<table>]`
+/// holding `body`; the body starts on line 4.
+fn with_table(table: &str, body: &str) -> String {
+    format!("{BACKENDS}\n[upstreams.app.{table}]\n{body}")
+}
+
+#[test]
+fn health_check_settings_and_defaults() {
+    let src = with_table(
+        "health_check",
+        "path = \"/healthz\"\ninterval = \"5s\"\nexpect_status = [\"2xx\", 404, \"301\"]\n",
+    );
+    let config = parse(Path::new("proxy.toml"), &src).expect("valid");
+    let up = &config.upstreams[0];
+    let hc = up.health_check.as_ref().expect("checks configured");
+    assert_eq!(hc.interval.as_secs(), 5);
+    assert_eq!(hc.timeout.as_secs(), 1);
+    assert_eq!((hc.healthy_threshold, hc.unhealthy_threshold), (2, 3));
+    assert!(hc.initial_healthy);
+    let Probe::Http { path, host, expect } = &hc.probe else {
+        panic!("an http check by default: {hc:?}");
+    };
+    assert_eq!((path.as_str(), host), ("/healthz", &None));
+    let expect: Vec<String> = expect.iter().map(ToString::to_string).collect();
+    assert_eq!(expect, ["2xx", "404", "301"]);
+    // Passive ejection is on by default; slow start is off.
+    assert_eq!(up.passive.consecutive_failures, 5);
+    assert_eq!(
+        up.passive.counts.names(),
+        ["connect", "timeout", "reset", "protocol"]
+    );
+    assert_eq!(up.slow_start, None);
+}
+
+#[test]
+fn unknown_check_type_suggests_http() {
+    let e = err(&with_table("health_check", "type = \"htp\"\n"));
+    assert_kind!(
+        e,
+        ErrorKind::UnknownChoice {
+            key: "check type",
+            ..
+        }
+    );
+    assert_eq!(place(&e), (5, 8));
+    says(&e, "did you mean \"http\"?");
+}
+
+#[test]
+fn unknown_key_in_health_check_suggests_interval() {
+    let e = err(&with_table("health_check", "intervall = \"1s\"\n"));
+    assert_eq!(unknown_key(&e), ("intervall", Some("interval")));
+    assert_eq!(e.line(), Some(5));
+}
+
+#[test]
+fn http_keys_on_a_tcp_check_are_refused() {
+    let e = err(&with_table(
+        "health_check",
+        "type = \"tcp\"\npath = \"/healthz\"\n",
+    ));
+    assert_kind!(e, ErrorKind::HttpOnly("path"));
+    assert_eq!(place(&e), (6, 8));
+    says(&e, "applies only to type = \"http\" checks");
+}
+
+#[test]
+fn bad_expect_status_points_at_the_entry() {
+    let e = err(&with_table(
+        "health_check",
+        "expect_status = [\"2xx\", \"6xx\"]\n",
+    ));
+    assert_kind!(
+        e,
+        ErrorKind::BadValue {
+            key: "expect_status",
+            ..
+        }
+    );
+    assert_eq!(place(&e), (5, 25));
+    says(
+        &e,
+        "write a class like \"2xx\" or a status code from 100 to 599",
+    );
+}
+
+#[test]
+fn health_check_path_must_start_with_a_slash() {
+    let e = err(&with_table("health_check", "path = \"healthz\"\n"));
+    assert_kind!(e, ErrorKind::BadValue { key: "path", .. });
+    assert_eq!(e.line(), Some(5));
+}
+
+#[test]
+fn zero_threshold_is_out_of_range() {
+    let e = err(&with_table("health_check", "unhealthy_threshold = 0\n"));
+    assert_kind!(
+        e,
+        ErrorKind::OutOfRange {
+            key: "unhealthy_threshold",
+            value: 0,
+            ..
+        }
+    );
+}
+
+#[test]
+fn unknown_initial_state_lists_both() {
+    let e = err(&with_table("health_check", "initial_state = \"down\"\n"));
+    assert_kind!(
+        e,
+        ErrorKind::UnknownChoice {
+            key: "initial_state",
+            ..
+        }
+    );
+    says(&e, "use one of: \"healthy\", \"unhealthy\"");
+}
+
+#[test]
+fn unknown_passive_failure_kind() {
+    let e = err(&with_table(
+        "passive_health_check",
+        "failures = [\"5xx\", \"502\"]\n",
+    ));
+    assert_kind!(e, ErrorKind::UnknownChoice { key: "failure", .. });
+    assert_eq!(place(&e), (5, 20));
+    says(&e, "did you mean \"5xx\"?");
+    let e = err(&with_table(
+        "passive_health_check",
+        "failures = [\"refused\"]\n",
+    ));
+    says(
+        &e,
+        "use one of: \"connect\", \"timeout\", \"reset\", \"protocol\", \"5xx\"",
+    );
+}
+
+#[test]
+fn max_ejection_time_below_ejection_time() {
+    let e = err(&with_table(
+        "passive_health_check",
+        "ejection_time = \"30s\"\nmax_ejection_time = \"10s\"\n",
+    ));
+    assert_kind!(
+        e,
+        ErrorKind::BadValue {
+            key: "max_ejection_time",
+            ..
+        }
+    );
+    assert_eq!(e.line(), Some(6));
+    says(&e, "shorter than ejection_time (30s)");
 }
