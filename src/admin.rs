@@ -9,8 +9,11 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use std::time::{Duration, SystemTime};
+
+use crate::config::{HealthCheck, Probe};
 use crate::metrics::Metrics;
-use crate::pool::{Pool, Snapshot, Upstream};
+use crate::pool::{health, Pool, Snapshot, Upstream};
 
 /// Serves the admin endpoints from the live pool and the server's metrics.
 pub struct Admin {
@@ -69,7 +72,7 @@ fn readiness(snapshot: &Snapshot) -> Response<Vec<u8>> {
         return text(StatusCode::OK, "ready\n".into());
     }
     let reason = format!(
-        "not ready: no healthy backend in upstream {}\n",
+        "not ready: no healthy backend in upstream {} (see /status)\n",
         not_ready.join(", ")
     );
     text(StatusCode::SERVICE_UNAVAILABLE, reason)
@@ -92,36 +95,145 @@ pub fn status(snapshot: &Snapshot) -> Value {
 
 fn upstream_status(u: &Upstream) -> Value {
     let t = u.timeouts();
-    let backends: Vec<Value> = u
-        .backends()
-        .iter()
-        .map(|b| {
-            let s = &b.state;
-            json!({
-                "address": s.address(),
-                "resolved": s.socket_addr().to_string(),
-                "weight": b.weight,
-                "healthy": s.is_healthy(),
-                "reason": "no active health checks in this version; every listed backend receives traffic",
-                "in_flight": s.in_flight(),
-                "responses_total": s.requests(),
-                "failures_total": s.failures(),
-            })
-        })
+    let now = health::now();
+    let backends: Vec<Value> = (0..u.backends().len())
+        .map(|i| backend_status(u, i, now))
         .collect();
+    let p = u.passive();
     json!({
         "name": u.name(),
         "balance": u.balance().name(),
         "retries": u.retries(),
         "timeouts_ms": {
-            "connect": t.connect.as_millis() as u64,
-            "read": t.read.as_millis() as u64,
-            "write": t.write.as_millis() as u64,
-            "idle": t.idle.as_millis() as u64,
+            "connect": millis(t.connect),
+            "read": millis(t.read),
+            "write": millis(t.write),
+            "idle": millis(t.idle),
         },
+        "health_check": u.health_check().map(|c| check_settings(c)),
+        "passive_health_check": {
+            "consecutive_failures": p.consecutive_failures,
+            "failures": p.counts.names(),
+            "ejection_time_ms": millis(p.ejection_time),
+            "max_ejection_time_ms": millis(p.max_ejection_time),
+        },
+        "slow_start_ms": u.slow_start().map(millis),
         "ready": u.is_ready(),
+        "panic": u.in_panic(),
+        "panic_reason": u.in_panic().then_some(
+            "no backend is healthy: traffic goes to the least bad ones (ejected before failing checks)",
+        ),
         "backends": backends,
     })
+}
+
+fn check_settings(c: &HealthCheck) -> Value {
+    let mut v = json!({
+        "interval_ms": millis(c.interval),
+        "timeout_ms": millis(c.timeout),
+        "healthy_threshold": c.healthy_threshold,
+        "unhealthy_threshold": c.unhealthy_threshold,
+        "initial_state": if c.initial_healthy { "healthy" } else { "unhealthy" },
+    });
+    match &c.probe {
+        Probe::Tcp => v["type"] = "tcp".into(),
+        Probe::Http { path, host, expect } => {
+            v["type"] = "http".into();
+            v["path"] = path.as_str().into();
+            v["host"] = host.as_deref().into();
+            v["expect_status"] = expect.iter().map(ToString::to_string).collect();
+        }
+    }
+    v
+}
+
+fn backend_status(u: &Upstream, i: usize, now: u64) -> Value {
+    let b = &u.backends()[i];
+    let s = &b.state;
+    let h = s.health().report(now);
+    let effective = u.effective_weight(i, now);
+    // Failing checks come first: they keep the backend out after any
+    // ejection ends.
+    let (state, reason) = if !h.active_up && !h.ever_up {
+        let n = u.health_check().map_or(1, |c| c.healthy_threshold);
+        let why = format!("no traffic until {n} check(s) pass (initial_state = \"unhealthy\")");
+        ("pending", why)
+    } else if !h.active_up {
+        let why = h
+            .last_change
+            .as_ref()
+            .map_or("failing checks".into(), |c| c.reason.clone());
+        ("unhealthy", why)
+    } else if let Some(e) = &h.ejected {
+        ("ejected", format!("ejected: {}", e.reason))
+    } else if u.health_check().is_none() {
+        (
+            "healthy",
+            "no active checks configured; not ejected".to_string(),
+        )
+    } else if let Some(c) = h.last_change.as_ref().filter(|c| c.healthy) {
+        ("healthy", c.reason.clone())
+    } else if h.last_check.is_some() {
+        ("healthy", "passing checks".to_string())
+    } else {
+        (
+            "healthy",
+            "not checked yet; a new backend starts healthy".to_string(),
+        )
+    };
+    let reason = if effective < f64::from(b.weight) && state == "healthy" {
+        let share = effective * 100.0 / f64::from(b.weight);
+        format!("{reason}; slow start at {share:.0}% of its weight")
+    } else {
+        reason
+    };
+    let checks = u.health_check().map(|_| {
+        json!({
+            "consecutive_passes": h.passes_in_row,
+            "consecutive_failures": h.fails_in_row,
+            "last_result": h.last_check.as_ref().map(|c| if c.passed { "success" } else { "failure" }),
+            "last_message": h.last_check.as_ref().map(|c| c.message.as_str()),
+            "last_check_at": h.last_check.as_ref().map(|c| rfc3339(c.at)),
+            "last_change": h.last_change.as_ref().map(|c| json!({
+                "at": rfc3339(c.at),
+                "healthy": c.healthy,
+                "reason": c.reason,
+            })),
+        })
+    });
+    let ejection = h.ejected.as_ref().map(|e| {
+        json!({
+            "until": rfc3339(health::wall_clock(e.until, now)),
+            "remaining_ms": (e.until.saturating_sub(now)) / 1_000_000,
+            "length_ms": millis(e.length),
+            "in_row": e.in_row,
+            "reason": e.reason,
+        })
+    });
+    json!({
+        "address": s.address(),
+        "resolved": s.socket_addr().to_string(),
+        "weight": b.weight,
+        "effective_weight": (effective * 1000.0).round() / 1000.0,
+        "healthy": s.health().usable(now),
+        "state": state,
+        "reason": reason,
+        "checks": checks,
+        "ejection": ejection,
+        "ejections_total": h.ejections,
+        "consecutive_request_failures": h.failures_in_row,
+        "in_flight": s.in_flight(),
+        "responses_total": s.requests(),
+        "failures_total": s.failures(),
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {

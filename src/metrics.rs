@@ -12,7 +12,8 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::pool::Snapshot;
+use crate::config::Outcome;
+use crate::pool::{health, Snapshot};
 
 pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
@@ -22,6 +23,9 @@ pub const LOCAL_RESPONSES_TOTAL: &str = "switchyard_local_responses_total";
 pub const BACKEND_IN_FLIGHT: &str = "switchyard_backend_in_flight";
 pub const BACKEND_HEALTHY: &str = "switchyard_backend_healthy";
 pub const BACKEND_WEIGHT: &str = "switchyard_backend_weight";
+pub const HEALTH_CHECKS_TOTAL: &str = "switchyard_health_checks_total";
+pub const BACKEND_EJECTIONS_TOTAL: &str = "switchyard_backend_ejections_total";
+pub const UPSTREAM_PANIC: &str = "switchyard_upstream_panic";
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
 /// Request duration buckets in seconds: from a fast local backend (1ms) to
@@ -30,34 +34,36 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Why an attempt on a backend failed: the `kind` label of
-/// `switchyard_upstream_failures_total`.
+/// The `kind` labels of `switchyard_upstream_failures_total`: every
+/// [`Outcome`] that is not a response.
+pub const FAILURE_KINDS: [Outcome; 4] = [
+    Outcome::Connect,
+    Outcome::Timeout,
+    Outcome::Reset,
+    Outcome::Protocol,
+];
+
+/// The `result` labels of `switchyard_health_checks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The connection could not be established (refused, unreachable, connect timeout).
-    Connect,
-    /// The backend did not answer within `read_timeout` / `write_timeout`.
+pub enum CheckResult {
+    Success,
+    Failure,
+    /// No answer within the check's `timeout`.
     Timeout,
-    /// The connection broke after it was established.
-    Reset,
-    /// The backend spoke invalid HTTP.
-    Protocol,
 }
 
-impl FailureKind {
-    pub const ALL: [FailureKind; 4] = [
-        FailureKind::Connect,
-        FailureKind::Timeout,
-        FailureKind::Reset,
-        FailureKind::Protocol,
+impl CheckResult {
+    pub const ALL: [CheckResult; 3] = [
+        CheckResult::Success,
+        CheckResult::Failure,
+        CheckResult::Timeout,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            FailureKind::Connect => "connect",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Reset => "reset",
-            FailureKind::Protocol => "protocol",
+            CheckResult::Success => "success",
+            CheckResult::Failure => "failure",
+            CheckResult::Timeout => "timeout",
         }
     }
 }
@@ -75,9 +81,14 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// code: responses the proxy made itself.
     pub local_responses: IntCounterVec,
+    /// upstream, backend, result.
+    pub health_checks: IntCounterVec,
+    /// upstream, backend.
+    pub ejections: IntCounterVec,
     in_flight: IntGaugeVec,
     healthy: IntGaugeVec,
     weight: IntGaugeVec,
+    panic: IntGaugeVec,
     /// Serialises scrapes: each one resets and refills the pool gauges.
     scrape: Mutex<()>,
 }
@@ -98,9 +109,12 @@ impl Metrics {
             upstream_failures: counter(UPSTREAM_FAILURES_TOTAL, "Failed attempts on a backend, by kind (connect, timeout, reset, protocol).", &["upstream", "backend", "kind"]),
             retries: counter(RETRIES_TOTAL, "Extra attempts on another backend after a failure.", &["upstream"]),
             local_responses: counter(LOCAL_RESPONSES_TOTAL, "Responses the proxy made itself (no backend answered), by status code.", &["code"]),
+            health_checks: counter(HEALTH_CHECKS_TOTAL, "Active health checks, by result (success, failure, timeout).", &["upstream", "backend", "result"]),
+            ejections: counter(BACKEND_EJECTIONS_TOTAL, "Times a backend was ejected after failed requests.", backend),
             in_flight: gauge(BACKEND_IN_FLIGHT, "Requests sent to a backend and not finished.", backend),
-            healthy: gauge(BACKEND_HEALTHY, "1 if the backend may receive traffic, else 0.", backend),
+            healthy: gauge(BACKEND_HEALTHY, "1 if the backend passes its checks and is not ejected, else 0.", backend),
             weight: gauge(BACKEND_WEIGHT, "The backend's configured weight.", backend),
+            panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
             registry,
         };
@@ -112,15 +126,18 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let all: [Box<dyn prometheus::core::Collector>; 9] = [
+        let all: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_failures.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.local_responses.clone()),
+            Box::new(metrics.health_checks.clone()),
+            Box::new(metrics.ejections.clone()),
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.weight.clone()),
+            Box::new(metrics.panic.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -139,9 +156,17 @@ impl Metrics {
         for upstream in snapshot.upstreams() {
             self.retries.with_label_values(&[upstream.name()]);
             for b in upstream.backends() {
-                for kind in FailureKind::ALL {
-                    let labels = [upstream.name(), b.state.address(), kind.as_str()];
+                let backend = [upstream.name(), b.state.address()];
+                for kind in FAILURE_KINDS {
+                    let labels = [backend[0], backend[1], kind.name()];
                     self.upstream_failures.with_label_values(&labels);
+                }
+                self.ejections.with_label_values(&backend);
+                if upstream.health_check().is_some() {
+                    for result in CheckResult::ALL {
+                        let labels = [backend[0], backend[1], result.as_str()];
+                        self.health_checks.with_label_values(&labels);
+                    }
                 }
             }
         }
@@ -162,10 +187,20 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn observe_failure(&self, upstream: &str, backend: &str, kind: FailureKind) {
+    pub fn observe_failure(&self, upstream: &str, backend: &str, kind: Outcome) {
         self.upstream_failures
-            .with_label_values(&[upstream, backend, kind.as_str()])
+            .with_label_values(&[upstream, backend, kind.name()])
             .inc();
+    }
+
+    pub fn observe_check(&self, upstream: &str, backend: &str, result: CheckResult) {
+        self.health_checks
+            .with_label_values(&[upstream, backend, result.as_str()])
+            .inc();
+    }
+
+    pub fn observe_ejection(&self, upstream: &str, backend: &str) {
+        self.ejections.with_label_values(&[upstream, backend]).inc();
     }
 
     pub fn observe_retry(&self, upstream: &str) {
@@ -185,7 +220,12 @@ impl Metrics {
         self.in_flight.reset();
         self.healthy.reset();
         self.weight.reset();
+        self.panic.reset();
+        let now = health::now();
         for upstream in snapshot.upstreams() {
+            self.panic
+                .with_label_values(&[upstream.name()])
+                .set(i64::from(upstream.in_panic()));
             for b in upstream.backends() {
                 let labels = [upstream.name(), b.state.address()];
                 self.in_flight
@@ -193,7 +233,7 @@ impl Metrics {
                     .set(b.state.in_flight() as i64);
                 self.healthy
                     .with_label_values(&labels)
-                    .set(i64::from(b.state.is_healthy()));
+                    .set(i64::from(b.state.health().usable(now)));
                 self.weight
                     .with_label_values(&labels)
                     .set(i64::from(b.weight));

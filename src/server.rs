@@ -1,14 +1,17 @@
-//! Assembles the Pingora server: the proxy service on the data addresses
-//! and the admin service on its own, sharing one pool and one registry.
+//! Assembles the Pingora server: the proxy service on the data addresses,
+//! the admin service on its own, and the health checker in the background,
+//! sharing one pool and one registry.
 
 use std::sync::Arc;
 
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
+use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
@@ -50,8 +53,14 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     admin.threads = Some(1);
     admin.add_tcp(&config.admin.listen.to_string());
 
+    let checker = background_service(
+        "switchyard health checks",
+        Checker::new(Arc::clone(&pool), Arc::clone(&metrics)),
+    );
+
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(checker);
     Switchyard {
         server,
         pool,

@@ -1,9 +1,11 @@
 //! Per-backend state that outlives any one config: in-flight count, health
-//! flag and counters, shared by every snapshot that lists the backend.
+//! and counters, shared by every snapshot that lists the backend.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use super::health::Health;
 
 /// The live state of one backend of one upstream.
 ///
@@ -14,19 +16,19 @@ pub struct BackendState {
     address: String,
     socket_addr: SocketAddr,
     in_flight: AtomicUsize,
-    healthy: AtomicBool,
+    health: Health,
     requests: AtomicU64,
     failures: AtomicU64,
 }
 
 impl BackendState {
-    /// A new backend starts healthy with nothing in flight.
-    pub fn new(address: String, socket_addr: SocketAddr) -> Self {
+    /// A new backend with nothing in flight.
+    pub fn new(address: String, socket_addr: SocketAddr, health: Health) -> Self {
         BackendState {
             address,
             socket_addr,
             in_flight: AtomicUsize::new(0),
-            healthy: AtomicBool::new(true),
+            health,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
@@ -46,12 +48,8 @@ impl BackendState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Requests that got a response from this backend.
@@ -111,6 +109,7 @@ mod tests {
         let b = Arc::new(BackendState::new(
             "a".into(),
             "127.0.0.1:1".parse().unwrap(),
+            Health::new(true, 0),
         ));
         let first = b.lease();
         let second = b.lease();

@@ -8,12 +8,21 @@ use std::sync::Mutex;
 
 use super::Backend;
 
-/// Picks one backend index among those for which `eligible` is true.
+/// Picks one backend index among those with a nonzero weight.
+///
+/// `weight(i)` is backend `i`'s effective weight now (its configured weight
+/// scaled by slow start), 0 when it may not be picked. `even` promises that
+/// every nonzero weight is equal, so a plain rotation is exact.
 ///
 /// Implementations keep their own rotation state and are shared by every
 /// worker thread, so `pick` takes `&self`.
 pub trait Balancer: Send + Sync + Debug {
-    fn pick(&self, backends: &[Backend], eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
+    fn pick(
+        &self,
+        backends: &[Backend],
+        weight: &dyn Fn(usize) -> u64,
+        even: bool,
+    ) -> Option<usize>;
 }
 
 /// Smooth weighted round-robin, as nginx does it: each pick adds every
@@ -24,41 +33,39 @@ pub trait Balancer: Send + Sync + Debug {
 /// atomic counter and no lock.
 #[derive(Debug)]
 pub struct RoundRobin {
-    uniform: bool,
     next: AtomicUsize,
     scores: Mutex<Vec<i64>>,
 }
 
 impl RoundRobin {
     pub fn new(backends: &[Backend]) -> Self {
-        let uniform = backends.windows(2).all(|w| w[0].weight == w[1].weight);
         RoundRobin {
-            uniform,
             next: AtomicUsize::new(0),
             scores: Mutex::new(vec![0; backends.len()]),
         }
     }
 
-    fn rotate(&self, n: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let count = (0..n).filter(|&i| eligible(i)).count();
+    fn rotate(&self, n: usize, weight: &dyn Fn(usize) -> u64) -> Option<usize> {
+        let count = (0..n).filter(|&i| weight(i) > 0).count();
         if count == 0 {
             return None;
         }
         let k = self.next.fetch_add(1, Ordering::Relaxed) % count;
-        (0..n).filter(|&i| eligible(i)).nth(k)
+        (0..n).filter(|&i| weight(i) > 0).nth(k)
     }
 
-    fn smooth(&self, backends: &[Backend], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn smooth(&self, n: usize, weight: &dyn Fn(usize) -> u64) -> Option<usize> {
         // A poisoned lock only means another thread panicked mid-pick; the
         // scores are still numbers, so keep going rather than panic too.
         let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0i64;
         let mut best: Option<usize> = None;
-        for (i, backend) in backends.iter().enumerate() {
-            if !eligible(i) {
+        for i in 0..n.min(scores.len()) {
+            // Weights are at most MAX_WEIGHT * 1000.
+            let w = weight(i) as i64;
+            if w == 0 {
                 continue;
             }
-            let w = i64::from(backend.weight);
             scores[i] += w;
             total += w;
             if best.is_none_or(|b| scores[i] > scores[b]) {
@@ -72,11 +79,16 @@ impl RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, backends: &[Backend], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        if self.uniform {
-            self.rotate(backends.len(), eligible)
+    fn pick(
+        &self,
+        backends: &[Backend],
+        weight: &dyn Fn(usize) -> u64,
+        even: bool,
+    ) -> Option<usize> {
+        if even {
+            self.rotate(backends.len(), weight)
         } else {
-            self.smooth(backends, eligible)
+            self.smooth(backends.len(), weight)
         }
     }
 }
@@ -98,26 +110,33 @@ impl LeastConnections {
 }
 
 impl Balancer for LeastConnections {
-    fn pick(&self, backends: &[Backend], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick(
+        &self,
+        backends: &[Backend],
+        weight: &dyn Fn(usize) -> u64,
+        even: bool,
+    ) -> Option<usize> {
         // Load as (in_flight, weight); a/b < c/d  <=>  a*d < c*b.
-        let load = |i: usize| {
-            (
-                backends[i].state.in_flight() as u64,
-                u64::from(backends[i].weight),
-            )
-        };
+        let load = |i: usize| (backends[i].state.in_flight() as u64, weight(i));
         let mut best: Option<(usize, u64, u64)> = None;
-        for i in (0..backends.len()).filter(|&i| eligible(i)) {
+        for i in 0..backends.len() {
             let (f, w) = load(i);
-            if best.is_none_or(|(_, bf, bw)| f * bw < bf * w) {
+            if w > 0 && best.is_none_or(|(_, bf, bw)| f * bw < bf * w) {
                 best = Some((i, f, w));
             }
         }
         let (first, bf, bw) = best?;
-        let tied = |i: usize| eligible(i) && load(i).0 * bw == bf * load(i).1;
+        let tied = |i: usize| {
+            let (f, w) = load(i);
+            if w > 0 && f * bw == bf * w {
+                w
+            } else {
+                0
+            }
+        };
         // Counts move under us; if the tie set emptied meanwhile, the first
         // minimum found is still a fine answer.
-        Some(self.ties.pick(backends, &tied).unwrap_or(first))
+        Some(self.ties.pick(backends, &tied, even).unwrap_or(first))
     }
 }
 
@@ -135,16 +154,39 @@ mod tests {
                 state: Arc::new(BackendState::new(
                     format!("b{i}"),
                     format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    crate::pool::health::Health::new(true, 0),
                 )),
                 weight,
             })
             .collect()
     }
 
+    /// Configured weights, all eligible.
+    fn all(backends: &[Backend]) -> impl Fn(usize) -> u64 + '_ {
+        |i| u64::from(backends[i].weight)
+    }
+
+    fn even(backends: &[Backend]) -> bool {
+        backends.windows(2).all(|w| w[0].weight == w[1].weight)
+    }
+
     fn sequence(b: &dyn Balancer, backends: &[Backend], n: usize) -> String {
         (0..n)
-            .map(|_| (b'a' + b.pick(backends, &|_| true).unwrap() as u8) as char)
+            .map(|_| {
+                let i = b.pick(backends, &all(backends), even(backends)).unwrap();
+                (b'a' + i as u8) as char
+            })
             .collect()
+    }
+
+    fn except(backends: &[Backend], skip: usize) -> impl Fn(usize) -> u64 + '_ {
+        move |i| {
+            if i == skip {
+                0
+            } else {
+                u64::from(backends[i].weight)
+            }
+        }
     }
 
     #[test]
@@ -166,9 +208,12 @@ mod tests {
     fn round_robin_skips_ineligible_and_stays_even() {
         let bs = backends(&[1, 1, 1]);
         let rr = RoundRobin::new(&bs);
-        let picks: Vec<usize> = (0..6).map(|_| rr.pick(&bs, &|i| i != 1).unwrap()).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| rr.pick(&bs, &except(&bs, 1), true).unwrap())
+            .collect();
         assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
-        assert_eq!(rr.pick(&bs, &|_| false), None);
+        assert_eq!(rr.pick(&bs, &|_| 0, true), None);
+        assert_eq!(rr.pick(&bs, &|_| 0, false), None);
     }
 
     #[test]
@@ -177,7 +222,7 @@ mod tests {
         let rr = RoundRobin::new(&bs);
         // Without c: scores (a,b) 2,1 -> a; 0,2 -> b; 2,0 -> a; 1,1 -> a ... 2:1.
         let picks: String = (0..6)
-            .map(|_| (b'a' + rr.pick(&bs, &|i| i != 2).unwrap() as u8) as char)
+            .map(|_| (b'a' + rr.pick(&bs, &except(&bs, 2), false).unwrap() as u8) as char)
             .collect();
         assert_eq!(picks, "abaaba");
     }
@@ -189,10 +234,10 @@ mod tests {
         let _a = bs[0].state.lease();
         let _c1 = bs[2].state.lease();
         // a: 1/1, b: 0/1, c: 1/2 -> b.
-        assert_eq!(lc.pick(&bs, &|_| true), Some(1));
+        assert_eq!(lc.pick(&bs, &all(&bs), false), Some(1));
         let _b = bs[1].state.lease();
         // a: 1/1, b: 1/1, c: 1/2 -> c.
-        assert_eq!(lc.pick(&bs, &|_| true), Some(2));
+        assert_eq!(lc.pick(&bs, &all(&bs), false), Some(2));
         let _c2 = bs[2].state.lease();
         // a: 1/1, b: 1/1, c: 2/2 -> three-way tie, weighted rotation.
         let tied = sequence(&lc, &bs, 4);

@@ -4,16 +4,21 @@
 
 mod backend;
 mod balance;
+pub mod health;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 pub use backend::{BackendState, Lease};
 pub use balance::{Balancer, LeastConnections, RoundRobin};
 
-use crate::config::{Balance, Config, Timeouts, UpstreamConfig};
+use crate::config::{
+    BackendConfig, Balance, Config, HealthCheck, Passive, Timeouts, UpstreamConfig,
+};
+use health::Health;
 
 /// One backend as the current snapshot sees it: shared state plus the
 /// weight this config gives it.
@@ -33,18 +38,44 @@ pub struct Upstream {
     retries: usize,
     backends: Vec<Backend>,
     balancer: Box<dyn Balancer>,
+    /// Every configured weight is the same.
+    even: bool,
+    health_check: Option<Arc<HealthCheck>>,
+    passive: Passive,
+    slow_start: Option<Duration>,
+}
+
+/// Which backends a pick may choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidates {
+    /// Those that are usable (the normal case).
+    Usable,
+    /// None is usable: those in this panic tier (see `Health::panic_tier`).
+    Panic(u8),
 }
 
 impl Upstream {
-    fn build(config: &UpstreamConfig, registry: &mut Registry) -> Self {
+    /// `added_at`: when backends new to the registry count as usable
+    /// since, for slow start.
+    fn build(config: &UpstreamConfig, registry: &mut Registry, added_at: u64) -> Self {
+        let initial_up = config
+            .health_check
+            .as_ref()
+            .is_none_or(|c| c.initial_healthy);
         let backends: Vec<Backend> = config
             .backends
             .iter()
             .map(|b| Backend {
-                state: registry.state(&config.name, &b.address, b.socket_addr),
+                state: registry.state(&config.name, b, initial_up, added_at),
                 weight: b.weight,
             })
             .collect();
+        if config.health_check.is_none() {
+            let now = health::now();
+            for b in &backends {
+                b.state.health().clear_checks(now);
+            }
+        }
         let balancer: Box<dyn Balancer> = match config.balance {
             Balance::RoundRobin => Box::new(RoundRobin::new(&backends)),
             Balance::LeastConnections => Box::new(LeastConnections::new(&backends)),
@@ -54,8 +85,12 @@ impl Upstream {
             balance: config.balance,
             timeouts: config.timeouts,
             retries: config.retries,
+            even: backends.windows(2).all(|w| w[0].weight == w[1].weight),
             backends,
             balancer,
+            health_check: config.health_check.clone().map(Arc::new),
+            passive: config.passive,
+            slow_start: config.slow_start,
         }
     }
 
@@ -80,27 +115,101 @@ impl Upstream {
         &self.backends
     }
 
-    /// Picks a healthy backend not in `tried` and leases a slot on it.
+    pub fn health_check(&self) -> Option<&Arc<HealthCheck>> {
+        self.health_check.as_ref()
+    }
+
+    pub fn passive(&self) -> &Passive {
+        &self.passive
+    }
+
+    pub fn slow_start(&self) -> Option<Duration> {
+        self.slow_start
+    }
+
+    /// Picks a backend not in `tried` and leases a slot on it: a usable one
+    /// if there is any; otherwise (panic mode) one of the least bad.
     pub fn select(&self, tried: &[usize]) -> Option<(usize, Lease)> {
+        let now = health::now();
+        let candidates = self.candidates(tried, now)?;
+        let ramping = candidates == Candidates::Usable
+            && self.slow_start.is_some_and(|window| {
+                let since = now.saturating_sub(nanos(window));
+                self.backends
+                    .iter()
+                    .any(|b| b.state.health().usable_since() > since)
+            });
+        let weight = |i: usize| {
+            if !self.is_candidate(i, tried, candidates, now) {
+                return 0;
+            }
+            let full = u64::from(self.backends[i].weight) * 1000;
+            match self.slow_start {
+                Some(window) if ramping => {
+                    let since = self.backends[i].state.health().usable_since();
+                    full / 1000 * health::ramp_permille(since, now, window)
+                }
+                _ => full,
+            }
+        };
         let i = self
             .balancer
-            .pick(&self.backends, &|i| self.usable(i, tried))?;
+            .pick(&self.backends, &weight, self.even && !ramping)?;
         Some((i, self.backends[i].state.lease()))
     }
 
     /// Whether a backend outside `tried` could still be selected.
     pub fn has_untried(&self, tried: &[usize]) -> bool {
-        (0..self.backends.len()).any(|i| self.usable(i, tried))
+        self.candidates(tried, health::now()).is_some()
     }
 
-    fn usable(&self, i: usize, tried: &[usize]) -> bool {
-        !tried.contains(&i) && self.backends[i].state.is_healthy()
+    /// Usable backends if there are any (tried or not), else the least bad
+    /// panic tier among the untried; `None` if nothing may be picked.
+    fn candidates(&self, tried: &[usize], now: u64) -> Option<Candidates> {
+        if self.backends.iter().any(|b| b.state.health().usable(now)) {
+            let untried = (0..self.backends.len())
+                .any(|i| !tried.contains(&i) && self.backends[i].state.health().usable(now));
+            return untried.then_some(Candidates::Usable);
+        }
+        (0..self.backends.len())
+            .filter(|i| !tried.contains(i))
+            .filter_map(|i| self.backends[i].state.health().panic_tier())
+            .min()
+            .map(Candidates::Panic)
     }
 
-    /// At least one backend is healthy.
+    fn is_candidate(&self, i: usize, tried: &[usize], c: Candidates, now: u64) -> bool {
+        let health = self.backends[i].state.health();
+        !tried.contains(&i)
+            && match c {
+                Candidates::Usable => health.usable(now),
+                Candidates::Panic(tier) => health.panic_tier() == Some(tier),
+            }
+    }
+
+    /// At least one backend is usable.
     pub fn is_ready(&self) -> bool {
-        self.backends.iter().any(|b| b.state.is_healthy())
+        let now = health::now();
+        self.backends.iter().any(|b| b.state.health().usable(now))
     }
+
+    /// No backend is usable, yet some may take traffic as the least bad.
+    pub fn in_panic(&self) -> bool {
+        !self.is_ready() && self.candidates(&[], health::now()).is_some()
+    }
+
+    /// Backend `i`'s weight now, slow start included (what `/status` shows).
+    pub fn effective_weight(&self, i: usize, now: u64) -> f64 {
+        let b = &self.backends[i];
+        let share = self.slow_start.map_or(1000, |window| {
+            health::ramp_permille(b.state.health().usable_since(), now, window)
+        });
+        f64::from(b.weight) * share as f64 / 1000.0
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Everything a request needs to be routed, consistent with one config.
@@ -136,16 +245,22 @@ impl Registry {
     fn state(
         &mut self,
         upstream: &str,
-        address: &str,
-        socket_addr: std::net::SocketAddr,
+        backend: &BackendConfig,
+        initial_up: bool,
+        added_at: u64,
     ) -> Arc<BackendState> {
+        let (address, socket_addr) = (&backend.address, backend.socket_addr);
         let key = (upstream.to_string(), address.to_string());
         if let Some(state) = self.states.get(&key).and_then(Weak::upgrade) {
             if state.socket_addr() == socket_addr {
                 return state;
             }
         }
-        let state = Arc::new(BackendState::new(address.to_string(), socket_addr));
+        let state = Arc::new(BackendState::new(
+            address.to_string(),
+            socket_addr,
+            Health::new(initial_up, added_at),
+        ));
         self.states.insert(key, Arc::downgrade(&state));
         state
     }
@@ -160,15 +275,19 @@ impl Registry {
 pub struct Pool {
     current: ArcSwap<Snapshot>,
     registry: Mutex<Registry>,
+    /// The version of the current snapshot, for those that follow changes.
+    versions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Pool {
     pub fn new(config: Config) -> Self {
         let mut registry = Registry::default();
-        let snapshot = build_snapshot(config, 1, &mut registry);
+        // The first config's backends are not new: no slow start for them.
+        let snapshot = build_snapshot(config, 1, &mut registry, 0);
         Pool {
             current: ArcSwap::from_pointee(snapshot),
             registry: Mutex::new(registry),
+            versions: tokio::sync::watch::Sender::new(1),
         }
     }
 
@@ -183,18 +302,29 @@ impl Pool {
     pub fn install(&self, config: Config) -> u64 {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let version = self.current.load().version + 1;
-        let snapshot = build_snapshot(config, version, &mut registry);
+        let snapshot = build_snapshot(config, version, &mut registry, health::now());
         self.current.store(Arc::new(snapshot));
         registry.prune();
+        self.versions.send_replace(version);
         version
+    }
+
+    /// Sees the version change each time a snapshot is installed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.versions.subscribe()
     }
 }
 
-fn build_snapshot(config: Config, version: u64, registry: &mut Registry) -> Snapshot {
+fn build_snapshot(
+    config: Config,
+    version: u64,
+    registry: &mut Registry,
+    added_at: u64,
+) -> Snapshot {
     let upstreams = config
         .upstreams
         .iter()
-        .map(|u| Arc::new(Upstream::build(u, registry)))
+        .map(|u| Arc::new(Upstream::build(u, registry, added_at)))
         .collect();
     Snapshot {
         version,
@@ -242,12 +372,37 @@ mod tests {
         ));
         let snap = pool.snapshot();
         let up = snap.route();
-        up.backends()[1].state.set_healthy(false);
+        let down = up.backends()[1].state.health();
+        down.record_check(false, "test".into(), (1, 1), health::now());
         for _ in 0..4 {
             let (i, _) = up.select(&[0]).unwrap();
             assert_eq!(i, 2);
         }
         assert!(up.select(&[0, 2]).is_none());
         assert!(!up.has_untried(&[0, 2]));
+    }
+
+    #[test]
+    fn a_recovered_backend_starts_at_a_tenth_of_its_weight() {
+        for balance in Balance::NAMES {
+            let text = format!(
+                "[upstreams.app]\nbalance = \"{balance}\"\nslow_start = \"30s\"\n\
+                 backends = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\n\
+                 [upstreams.app.health_check]\n"
+            );
+            let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
+            let snap = pool.snapshot();
+            let up = snap.route();
+            let h = up.backends()[1].state.health();
+            h.record_check(false, "x".into(), (1, 1), health::now());
+            h.record_check(true, "x".into(), (1, 1), health::now());
+            let mut picks = [0; 2];
+            for _ in 0..110 {
+                picks[up.select(&[]).unwrap().0] += 1;
+            }
+            assert_eq!(picks, [100, 10], "{balance}");
+            assert_eq!(up.effective_weight(0, health::now()), 1.0);
+            assert!(up.effective_weight(1, health::now()) < 0.2);
+        }
     }
 }

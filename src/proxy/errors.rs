@@ -6,7 +6,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::metrics::FailureKind;
+use crate::config::Outcome;
 
 /// The status for a request that failed with `e`, or 0 when the client is
 /// gone and nothing can be sent.
@@ -25,14 +25,14 @@ pub fn status_for(e: &Error) -> u16 {
 
 /// The `kind` of a failure that happened after the connection to the
 /// backend was made (connect failures are counted where they happen).
-pub fn failure_kind(e: &Error) -> FailureKind {
+pub fn failure_kind(e: &Error) -> Outcome {
     use ErrorType::*;
     match e.etype() {
-        ReadTimedout | WriteTimedout => FailureKind::Timeout,
-        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => FailureKind::Protocol,
+        ReadTimedout | WriteTimedout => Outcome::Timeout,
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => Outcome::Protocol,
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | SocketError
-        | BindError => FailureKind::Connect,
-        _ => FailureKind::Reset,
+        | BindError => Outcome::Connect,
+        _ => Outcome::Reset,
     }
 }
 

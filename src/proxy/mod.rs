@@ -15,8 +15,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::metrics::{FailureKind, Metrics};
-use crate::pool::{Lease, Pool, Upstream};
+use crate::config::Outcome;
+use crate::metrics::Metrics;
+use crate::pool::{health, BackendState, Lease, Pool, Upstream};
 
 pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
 
@@ -30,6 +31,28 @@ impl Proxy {
     pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
         Proxy { pool, metrics }
     }
+
+    /// Counts a failed attempt on `backend` in the metrics and towards
+    /// its ejection.
+    fn record_failure(&self, upstream: &Upstream, backend: &Arc<BackendState>, kind: Outcome) {
+        backend.record_failure();
+        self.metrics
+            .observe_failure(upstream.name(), backend.address(), kind);
+        self.passive(upstream, backend, Some(kind));
+    }
+
+    /// Feeds a request's outcome on `backend` to passive health checking:
+    /// `None` is a response that does not count as a failure.
+    fn passive(&self, upstream: &Upstream, backend: &Arc<BackendState>, outcome: Option<Outcome>) {
+        let health = backend.health();
+        let Some(outcome) = outcome else {
+            health.record_success();
+            return;
+        };
+        if let Some(ejection) = health.record_failure(upstream.passive(), outcome, health::now()) {
+            crate::health::report_ejection(&self.metrics, upstream.name(), backend, &ejection);
+        }
+    }
 }
 
 /// Per-request state. Dropping it (at the end of the request, whatever the
@@ -42,8 +65,8 @@ pub struct RequestCtx {
     attempt: Option<(usize, Lease)>,
     /// Backends already attempted, by index in `upstream`.
     tried: Vec<usize>,
-    /// Connect failures so far; `retries` bounds these, not reconnects.
-    connect_failures: usize,
+    /// Failed attempts so far; `retries` bounds these, not reconnects.
+    failures: usize,
     /// Pingora is retrying because a reused keep-alive connection broke:
     /// go back to the same backend on a new connection.
     reconnect: bool,
@@ -62,7 +85,7 @@ impl ProxyHttp for Proxy {
             upstream: None,
             attempt: None,
             tried: Vec::new(),
-            connect_failures: 0,
+            failures: 0,
             reconnect: false,
             local_status: None,
         }
@@ -111,14 +134,9 @@ impl ProxyHttp for Proxy {
         // Releasing the lease here keeps a refused backend from looking busy
         // to least-connections while the retry runs.
         if let (Some(upstream), Some((_, lease))) = (&ctx.upstream, ctx.attempt.take()) {
-            let backend = lease.backend();
-            backend.record_failure();
-            self.metrics
-                .observe_failure(upstream.name(), backend.address(), FailureKind::Connect);
-            ctx.connect_failures += 1;
-            let may_retry =
-                ctx.connect_failures <= upstream.retries() && upstream.has_untried(&ctx.tried);
-            e.set_retry(may_retry);
+            self.record_failure(upstream, lease.backend(), Outcome::Connect);
+            ctx.failures += 1;
+            e.set_retry(ctx.failures <= upstream.retries() && upstream.has_untried(&ctx.tried));
         }
         e
     }
@@ -131,19 +149,37 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        // Pingora's policy: retry only idempotent requests whose body is
-        // still buffered, and only when the connection was a reused one
-        // (the backend closed an idle keep-alive connection as we sent).
+        // Only a request that can be sent again unchanged, and only while
+        // nothing of a response has reached the client.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let method_ok = session.req_header().method.is_idempotent();
-        if !method_ok || session.as_ref().retry_buffer_truncated() {
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let kind = errors::failure_kind(&e);
+        ctx.reconnect = false;
+        if !replayable || kind == Outcome::Timeout {
+            // A timeout is not retried: the backend may still be working on
+            // it, and a second try doubles the wait.
             e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
+        } else if client_reused {
+            // A reused keep-alive connection broke: most likely the backend
+            // closed it as we sent. That is not the backend failing, so it
+            // is not counted and does not use up `retries`: the same
+            // backend gets a new connection.
+            e.set_retry(true);
+            ctx.reconnect = true;
+        } else if let (Some(upstream), Some((_, lease))) = (ctx.upstream.clone(), &ctx.attempt) {
+            // A new connection failed before any answer: the backend did.
+            let may_retry = ctx.failures < upstream.retries() && upstream.has_untried(&ctx.tried);
+            e.set_retry(may_retry);
+            if may_retry {
+                // Counted here, as `logging` sees only the last attempt.
+                let backend = Arc::clone(lease.backend());
+                ctx.attempt = None;
+                ctx.failures += 1;
+                self.record_failure(&upstream, &backend, kind);
+            }
         }
-        // That race is not the backend failing, so it is not counted and it
-        // does not use up `retries`: the same backend gets a new connection.
-        ctx.reconnect = e.retry();
         e
     }
 
@@ -200,13 +236,8 @@ impl ProxyHttp for Proxy {
         };
         let backend = lease.backend();
         if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
-            backend.record_failure();
-            self.metrics.observe_failure(
-                upstream.name(),
-                backend.address(),
-                errors::failure_kind(e),
-            );
             // Includes a response cut off mid-body: a failure, not a response.
+            self.record_failure(upstream, backend, errors::failure_kind(e));
             return;
         }
         if ctx.local_status.is_some() || !response_started(session) {
@@ -214,6 +245,11 @@ impl ProxyHttp for Proxy {
         }
         if let Some(resp) = session.response_written() {
             backend.record_response();
+            let outcome = resp
+                .status
+                .is_server_error()
+                .then_some(Outcome::ServerError);
+            self.passive(upstream, backend, outcome);
             let seconds = ctx.started.elapsed().as_secs_f64();
             self.metrics
                 .observe_response(upstream.name(), backend.address(), resp.status, seconds);

@@ -9,3 +9,4 @@ mod binary;
 mod config_errors;
 mod failures;
 mod headers;
+mod health;

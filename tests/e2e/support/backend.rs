@@ -1,9 +1,10 @@
 //! Small real HTTP/1.1 backends for tests and the demo: each answers with its
-//! own name, and can be told to hold requests, hang, or fail.
+//! own name, and can be told to hold requests, hang, or fail. `GET /healthz`
+//! is their health endpoint, which tests can make fail or hang.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
@@ -36,10 +37,34 @@ pub struct TestBackend {
     task: tokio::task::JoinHandle<()>,
 }
 
-#[derive(Default)]
+/// The path of the health endpoint.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// `set_health` value that makes the health endpoint never answer.
+pub const HANG: u16 = 0;
+
 struct Shared {
     received: AtomicUsize,
     headers: Mutex<Vec<HeaderMap>>,
+    /// Status of the health endpoint; [`HANG`] to never answer.
+    health: AtomicU16,
+    /// Health requests answered 500 before `health` applies again.
+    failing_checks: AtomicUsize,
+    checks: AtomicUsize,
+    check_host: Mutex<Option<String>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            received: AtomicUsize::new(0),
+            headers: Mutex::new(Vec::new()),
+            health: AtomicU16::new(200),
+            failing_checks: AtomicUsize::new(0),
+            checks: AtomicUsize::new(0),
+            check_host: Mutex::new(None),
+        }
+    }
 }
 
 impl TestBackend {
@@ -73,7 +98,29 @@ impl TestBackend {
         })
     }
 
-    /// Requests this backend has received (answered or not).
+    /// Makes the health endpoint answer `status` ([`HANG`]: never answer).
+    pub fn set_health(&self, status: u16) {
+        self.shared.health.store(status, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` health requests get 500, then `set_health`'s
+    /// status again.
+    pub fn fail_checks(&self, n: usize) {
+        self.shared.failing_checks.store(n, Ordering::SeqCst);
+    }
+
+    /// Health requests received.
+    pub fn checks(&self) -> usize {
+        self.shared.checks.load(Ordering::SeqCst)
+    }
+
+    /// The `Host` of the last health request.
+    pub fn check_host(&self) -> Option<String> {
+        self.shared.check_host.lock().unwrap().clone()
+    }
+
+    /// Requests this backend has received (answered or not), health
+    /// requests not included.
     pub fn received(&self) -> usize {
         self.shared.received.load(Ordering::SeqCst)
     }
@@ -111,6 +158,11 @@ async fn answer(
     behavior: Behavior,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == HEALTH_PATH {
+        let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+        *shared.check_host.lock().unwrap() = host.map(str::to_string);
+        return Ok(health(&shared).await);
+    }
     shared.headers.lock().unwrap().push(req.headers().clone());
     shared.received.fetch_add(1, Ordering::SeqCst);
     let status = match behavior {
@@ -127,4 +179,20 @@ async fn answer(
     resp.headers_mut()
         .insert("x-backend", name.parse().unwrap());
     Ok(resp)
+}
+
+async fn health(shared: &Shared) -> Response<Full<Bytes>> {
+    shared.checks.fetch_add(1, Ordering::SeqCst);
+    let failing = shared
+        .failing_checks
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = match shared.health.load(Ordering::SeqCst) {
+        _ if failing => 500,
+        HANG => std::future::pending().await,
+        status => status,
+    };
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"health\n")));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    resp
 }

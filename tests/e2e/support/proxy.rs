@@ -69,12 +69,7 @@ impl TestProxy {
     /// Starts Switchyard with one upstream, `app`: `settings` (lines ending
     /// in `\n`, may be empty) and these backends, weight 1 each.
     pub async fn start_app(settings: &str, backends: &[SocketAddr]) -> TestProxy {
-        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
-        let upstream = format!(
-            "[upstreams.app]\n{settings}backends = [{}]\n",
-            list.join(", ")
-        );
-        Self::start(&upstream).await
+        Self::start(&app(settings, backends)).await
     }
 
     async fn wait_ready(&self) {
@@ -155,15 +150,41 @@ impl TestProxy {
         .await
     }
 
-    /// In-flight count of `backend` as `/status` reports it.
-    pub async fn in_flight(&self, backend: SocketAddr) -> u64 {
+    /// What `/status` says of `backend`.
+    pub async fn backend(&self, backend: SocketAddr) -> serde_json::Value {
         let status = self.status().await;
         backends(&status)
             .into_iter()
             .find(|b| b["address"] == backend.to_string())
-            .and_then(|b| b["in_flight"].as_u64())
             .expect("backend listed in /status")
     }
+
+    /// Polls `/status` until `backend` is in `state` ("healthy",
+    /// "unhealthy", "ejected", "pending"); returns what it says then.
+    pub async fn wait_state(&self, backend: SocketAddr, state: &str) -> serde_json::Value {
+        eventually(&format!("{backend} to be {state}"), || async {
+            Some(self.backend(backend).await).filter(|b| b["state"] == state)
+        })
+        .await
+    }
+
+    /// In-flight count of `backend` as `/status` reports it.
+    pub async fn in_flight(&self, backend: SocketAddr) -> u64 {
+        self.backend(backend).await["in_flight"]
+            .as_u64()
+            .expect("in_flight is a number")
+    }
+}
+
+/// The `[upstreams.app]` table with `settings` (lines ending in `\n`, may
+/// be empty) and these backends, weight 1 each. Sub-tables of `app` may
+/// follow it.
+pub fn app(settings: &str, backends: &[SocketAddr]) -> String {
+    let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[upstreams.app]\n{settings}backends = [{}]\n",
+        list.join(", ")
+    )
 }
 
 /// Every backend object in a `/status` document.

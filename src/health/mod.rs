@@ -1,0 +1,200 @@
+//! Active health checks: a background service that runs one task per
+//! checked backend, each on its own schedule, and feeds the results into the
+//! backend's shared [`Health`](crate::pool::health::Health). Also the
+//! reporting of ejections, which the proxy decides on request outcomes.
+
+mod probe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+use crate::config::HealthCheck;
+use crate::metrics::{CheckResult, Metrics};
+use crate::pool::health::{self, Ejection};
+use crate::pool::{BackendState, Pool, Snapshot};
+
+pub use probe::Probe;
+
+/// Runs the active checks of every backend in the current snapshot.
+pub struct Checker {
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+}
+
+/// One backend's check task, and what it was started with.
+struct Task {
+    upstream: String,
+    check: Arc<HealthCheck>,
+    handle: JoinHandle<()>,
+}
+
+impl Checker {
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
+        Checker { pool, metrics }
+    }
+
+    /// Makes the running tasks match `snapshot`: starts the missing ones,
+    /// stops those whose backend left or whose check settings changed.
+    fn reconcile(&self, snapshot: &Snapshot, tasks: &mut HashMap<usize, Task>) {
+        let mut wanted = HashMap::new();
+        for upstream in snapshot.upstreams() {
+            let Some(check) = upstream.health_check() else {
+                continue;
+            };
+            for b in upstream.backends() {
+                let key = Arc::as_ptr(&b.state) as usize;
+                wanted.insert(key, (upstream.name(), check, &b.state));
+            }
+        }
+        tasks.retain(|key, task| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(name, check, _)| task.upstream == *name && *task.check == ***check);
+            if !keep {
+                task.handle.abort();
+            }
+            keep
+        });
+        for (key, (name, check, state)) in wanted {
+            tasks.entry(key).or_insert_with(|| Task {
+                upstream: name.to_string(),
+                check: Arc::clone(check),
+                handle: tokio::spawn(run(
+                    name.to_string(),
+                    Arc::clone(check),
+                    Arc::clone(state),
+                    Arc::clone(&self.metrics),
+                )),
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Checker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut versions = self.pool.subscribe();
+        let mut tasks = HashMap::new();
+        loop {
+            let snapshot = self.pool.snapshot();
+            self.reconcile(&snapshot, &mut tasks);
+            drop(snapshot);
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                changed = versions.changed() => if changed.is_err() { break },
+            }
+        }
+        for task in tasks.into_values() {
+            task.handle.abort();
+        }
+    }
+}
+
+/// Checks one backend forever: first after a random part of the interval
+/// (so a pool's checks do not all fire at once), then every interval plus up
+/// to a tenth of it. A check is cut off at its timeout, so a backend that
+/// hangs delays nothing but its own next check.
+async fn run(
+    upstream: String,
+    check: Arc<HealthCheck>,
+    state: Arc<BackendState>,
+    metrics: Arc<Metrics>,
+) {
+    let probe = Probe::new(
+        &check.probe,
+        state.address(),
+        state.socket_addr(),
+        check.timeout,
+    );
+    let probe = match probe {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!(
+                "cannot check backend {} of upstream {upstream}: {e}",
+                state.address()
+            );
+            return;
+        }
+    };
+    let thresholds = (check.healthy_threshold, check.unhealthy_threshold);
+    sleep(jitter(check.interval)).await;
+    loop {
+        let started = Instant::now();
+        let (result, message) = match timeout(check.timeout, probe.run()).await {
+            Ok(Ok(message)) => (CheckResult::Success, message),
+            Ok(Err(message)) => (CheckResult::Failure, message),
+            Err(_) => {
+                let t = humantime::format_duration(check.timeout);
+                (CheckResult::Timeout, format!("no answer within {t}"))
+            }
+        };
+        metrics.observe_check(&upstream, state.address(), result);
+        let passed = result == CheckResult::Success;
+        let change = state
+            .health()
+            .record_check(passed, message, thresholds, health::now());
+        if let Some(change) = change {
+            let verdict = if change.healthy {
+                "healthy"
+            } else {
+                "unhealthy"
+            };
+            let address = state.address();
+            log::warn!(
+                "backend {address} of upstream {upstream} is {verdict}: {}",
+                change.reason
+            );
+        }
+        sleep_until(started + check.interval + jitter(check.interval / 10)).await;
+    }
+}
+
+/// A random duration from zero up to `max`.
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return max;
+    }
+    rand::thread_rng().gen_range(Duration::ZERO..max)
+}
+
+/// Counts and logs an ejection, and logs the backend's return when it ends
+/// (if nothing has ejected it again by then).
+pub fn report_ejection(
+    metrics: &Metrics,
+    upstream: &str,
+    backend: &Arc<BackendState>,
+    ejection: &Ejection,
+) {
+    metrics.observe_ejection(upstream, backend.address());
+    let length = humantime::format_duration(ejection.length);
+    log::warn!(
+        "backend {} of upstream {upstream} ejected for {length}: {}",
+        backend.address(),
+        ejection.reason
+    );
+    // Weak: a backend removed meanwhile has nothing left to report.
+    let (backend, upstream) = (Arc::downgrade(backend), upstream.to_string());
+    let wait = Duration::from_nanos(ejection.until.saturating_sub(health::now()));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            sleep(wait).await;
+            let Some(backend) = backend.upgrade() else {
+                return;
+            };
+            if !backend.health().ejected(health::now()) {
+                log::info!(
+                    "backend {} of upstream {upstream} is back from ejection",
+                    backend.address()
+                );
+            }
+        });
+    }
+}
