@@ -30,8 +30,10 @@ enum Kind {
 const UNEXPECTED_STATUS: &str = "unexpected status";
 
 impl Probe {
-    /// `address` is the backend as configured: the default `Host`. Each
-    /// step (connect, write, read) is bounded by `limit`.
+    /// `address` is the backend as configured: the default `Host`. The
+    /// caller bounds a whole check by `limit`; each step (connect, write,
+    /// read) gets twice that, a backstop that never fires first, so a check
+    /// cut off by time is always reported as a timeout.
     pub fn new(
         probe: &config::Probe,
         address: &str,
@@ -39,6 +41,7 @@ impl Probe {
         limit: Duration,
     ) -> pingora::Result<Probe> {
         let target = Backend::new(&socket_addr.to_string())?;
+        let limit = limit.saturating_mul(2);
         let status = Arc::new(AtomicU16::new(0));
         let kind = match probe {
             config::Probe::Tcp => {

@@ -70,11 +70,13 @@ impl BackendState {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one request in flight until the returned lease is dropped.
-    pub fn lease(self: &Arc<Self>) -> Lease {
+    /// Counts one request in flight, sent at `now` (see
+    /// [`health::now`](super::health::now)), until the lease is dropped.
+    pub fn lease(self: &Arc<Self>, now: u64) -> Lease {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Lease {
             backend: Arc::clone(self),
+            started: now,
         }
     }
 }
@@ -84,11 +86,17 @@ impl BackendState {
 #[derive(Debug)]
 pub struct Lease {
     backend: Arc<BackendState>,
+    started: u64,
 }
 
 impl Lease {
     pub fn backend(&self) -> &Arc<BackendState> {
         &self.backend
+    }
+
+    /// When the backend was chosen for this attempt.
+    pub fn started(&self) -> u64 {
+        self.started
     }
 }
 
@@ -111,8 +119,8 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             Health::new(true, 0),
         ));
-        let first = b.lease();
-        let second = b.lease();
+        let first = b.lease(0);
+        let second = b.lease(0);
         assert_eq!(b.in_flight(), 2);
         drop(first);
         assert_eq!(b.in_flight(), 1);

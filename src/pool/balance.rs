@@ -51,7 +51,12 @@ impl RoundRobin {
             return None;
         }
         let k = self.next.fetch_add(1, Ordering::Relaxed) % count;
-        (0..n).filter(|&i| weight(i) > 0).nth(k)
+        // Weights are read live: if some dropped to 0 since counting, the
+        // first still eligible will do.
+        (0..n)
+            .filter(|&i| weight(i) > 0)
+            .nth(k)
+            .or_else(|| (0..n).find(|&i| weight(i) > 0))
     }
 
     fn smooth(&self, n: usize, weight: &dyn Fn(usize) -> u64) -> Option<usize> {
@@ -231,14 +236,14 @@ mod tests {
     fn least_connections_prefers_fewest_in_flight_per_weight() {
         let bs = backends(&[1, 1, 2]);
         let lc = LeastConnections::new(&bs);
-        let _a = bs[0].state.lease();
-        let _c1 = bs[2].state.lease();
+        let _a = bs[0].state.lease(0);
+        let _c1 = bs[2].state.lease(0);
         // a: 1/1, b: 0/1, c: 1/2 -> b.
         assert_eq!(lc.pick(&bs, &all(&bs), false), Some(1));
-        let _b = bs[1].state.lease();
+        let _b = bs[1].state.lease(0);
         // a: 1/1, b: 1/1, c: 1/2 -> c.
         assert_eq!(lc.pick(&bs, &all(&bs), false), Some(2));
-        let _c2 = bs[2].state.lease();
+        let _c2 = bs[2].state.lease(0);
         // a: 1/1, b: 1/1, c: 2/2 -> three-way tie, weighted rotation.
         let tied = sequence(&lc, &bs, 4);
         assert_eq!(tied, "cabc");

@@ -237,8 +237,12 @@ impl Health {
         d.last_check = None;
     }
 
-    /// A request got a response that does not count as a failure.
-    pub fn record_success(&self) {
+    /// A request sent at `started` got a response that does not count as a
+    /// failure.
+    pub fn record_success(&self, started: u64) {
+        if self.is_straggler(started) {
+            return;
+        }
         // Loads first: the common case writes nothing shared.
         if self.failures_in_row.load(Ordering::Relaxed) != 0 {
             self.failures_in_row.store(0, Ordering::Relaxed);
@@ -248,26 +252,43 @@ impl Health {
         }
     }
 
-    /// A request failed with `outcome`; returns the ejection it caused.
-    pub fn record_failure(&self, policy: &Passive, outcome: Outcome, now: u64) -> Option<Ejection> {
+    /// Sent before the latest ejection ended (in panic mode, or before it
+    /// began): its outcome says nothing about the backend since.
+    fn is_straggler(&self, started: u64) -> bool {
+        started < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// A request sent at `started` failed with `outcome` at `now`; returns
+    /// the ejection it caused.
+    pub fn record_failure(
+        &self,
+        policy: &Passive,
+        outcome: Outcome,
+        started: u64,
+        now: u64,
+    ) -> Option<Ejection> {
         if policy.consecutive_failures == 0 || !policy.counts.contains(outcome) {
-            self.record_success();
+            self.record_success(started);
             return None;
         }
-        if self.ejected(now) {
-            return None; // a straggler from before the ejection
+        if self.is_straggler(started) {
+            return None;
         }
         let n = self.failures_in_row.fetch_add(1, Ordering::Relaxed) + 1;
-        let probation = self.probation.load(Ordering::Relaxed);
+        let previous_end = self.ejected_until.load(Ordering::Relaxed);
+        // Probation lasts until a success, or `max_ejection_time` after the
+        // ejection ended, when the doubling starts over too.
+        let recent = previous_end != 0
+            && now.saturating_sub(previous_end) <= nanos(policy.max_ejection_time);
+        let probation = self.probation.load(Ordering::Relaxed) && recent;
         if n < policy.consecutive_failures && !probation {
             return None;
         }
         let mut d = self.detail();
-        let previous_end = self.ejected_until.load(Ordering::Relaxed);
-        if previous_end > now {
+        if self.ejected_until.load(Ordering::Relaxed) != previous_end {
             return None; // another thread ejected it meanwhile
         }
-        if previous_end == 0 || now - previous_end > nanos(policy.max_ejection_time) {
+        if !recent {
             d.ejections_in_row = 0;
         }
         d.ejections_in_row = d.ejections_in_row.saturating_add(1);
@@ -424,30 +445,36 @@ mod tests {
     fn consecutive_failures_eject_and_probation_ejects_again() {
         let p = policy(2);
         let h = Health::new(true, 0);
-        assert!(h.record_failure(&p, Outcome::ServerError, S).is_none());
-        h.record_success();
-        assert!(h.record_failure(&p, Outcome::ServerError, S).is_none());
-        let first = h.record_failure(&p, Outcome::ServerError, S).unwrap();
+        let fail = |outcome, at| h.record_failure(&p, outcome, at, at);
+        assert!(fail(Outcome::ServerError, S).is_none());
+        h.record_success(S);
+        assert!(fail(Outcome::ServerError, S).is_none());
+        let first = fail(Outcome::ServerError, S).unwrap();
         assert_eq!((first.length.as_secs(), first.until), (10, 11 * S));
         assert!(!h.usable(5 * S) && h.usable(11 * S));
         assert_eq!(h.usable_since(), 11 * S, "slow start begins when it ends");
-        // Stragglers while ejected change nothing.
-        assert!(h.record_failure(&p, Outcome::Connect, 5 * S).is_none());
+        // Requests sent before the ejection ended change nothing, even when
+        // they end after it (a slow timeout), and whatever their outcome.
+        assert!(fail(Outcome::Connect, 5 * S).is_none());
+        assert!(h
+            .record_failure(&p, Outcome::Timeout, 10 * S, 12 * S)
+            .is_none());
+        h.record_success(10 * S);
         // Back, and failing at once: out again for twice as long.
-        let second = h.record_failure(&p, Outcome::Timeout, 12 * S).unwrap();
+        let second = fail(Outcome::Timeout, 12 * S).unwrap();
         assert_eq!((second.length.as_secs(), second.in_row), (20, 2));
         assert!(second.reason.contains("first request after an ejection"));
         // A success clears probation; then it takes two failures again.
         assert!(h.usable(32 * S));
-        h.record_success();
-        assert!(h.record_failure(&p, Outcome::Reset, 33 * S).is_none());
-        let third = h.record_failure(&p, Outcome::Reset, 33 * S).unwrap();
+        h.record_success(32 * S);
+        assert!(fail(Outcome::Reset, 33 * S).is_none());
+        let third = fail(Outcome::Reset, 33 * S).unwrap();
         assert_eq!(third.length.as_secs(), 35);
-        // Long after the last one ended, the length starts over.
-        h.record_success();
+        // Long after the last one ended (no success in between), probation
+        // is over and the length starts over.
         let later = 33 * S + 35 * S + 36 * S;
-        h.record_failure(&p, Outcome::Reset, later);
-        let fourth = h.record_failure(&p, Outcome::Reset, later).unwrap();
+        assert!(fail(Outcome::Reset, later).is_none());
+        let fourth = fail(Outcome::Reset, later).unwrap();
         assert_eq!((fourth.length.as_secs(), fourth.in_row), (10, 1));
         assert_eq!(h.report(later).ejections, 4);
     }
@@ -459,10 +486,10 @@ mod tests {
             counts: Outcomes::DEFAULT,
             ..policy(1)
         };
-        assert!(h.record_failure(&p, Outcome::ServerError, S).is_none());
+        assert!(h.record_failure(&p, Outcome::ServerError, S, S).is_none());
         assert!(h.usable(S));
         let off = policy(0);
-        assert!(h.record_failure(&off, Outcome::Connect, S).is_none());
-        assert!(h.record_failure(&p, Outcome::Connect, S).is_some());
+        assert!(h.record_failure(&off, Outcome::Connect, S, S).is_none());
+        assert!(h.record_failure(&p, Outcome::Connect, S, S).is_some());
     }
 }

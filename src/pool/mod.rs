@@ -130,8 +130,21 @@ impl Upstream {
     /// Picks a backend not in `tried` and leases a slot on it: a usable one
     /// if there is any; otherwise (panic mode) one of the least bad.
     pub fn select(&self, tried: &[usize]) -> Option<(usize, Lease)> {
-        let now = health::now();
-        let candidates = self.candidates(tried, now)?;
+        // Health can change between deciding the candidates and picking
+        // among them (another thread ejects the last usable backend): then
+        // decide again rather than answer 503. Each change is a real event,
+        // so this ends at once in practice; the bound keeps it certain.
+        for _ in 0..4 {
+            let now = health::now();
+            let candidates = self.candidates(tried, now)?;
+            if let Some(i) = self.pick(tried, candidates, now) {
+                return Some((i, self.backends[i].state.lease(now)));
+            }
+        }
+        None
+    }
+
+    fn pick(&self, tried: &[usize], candidates: Candidates, now: u64) -> Option<usize> {
         let ramping = candidates == Candidates::Usable
             && self.slow_start.is_some_and(|window| {
                 let since = now.saturating_sub(nanos(window));
@@ -143,19 +156,17 @@ impl Upstream {
             if !self.is_candidate(i, tried, candidates, now) {
                 return 0;
             }
-            let full = u64::from(self.backends[i].weight) * 1000;
+            let weight = u64::from(self.backends[i].weight);
             match self.slow_start {
                 Some(window) if ramping => {
                     let since = self.backends[i].state.health().usable_since();
-                    full / 1000 * health::ramp_permille(since, now, window)
+                    weight * health::ramp_permille(since, now, window)
                 }
-                _ => full,
+                _ => weight * 1000,
             }
         };
-        let i = self
-            .balancer
-            .pick(&self.backends, &weight, self.even && !ramping)?;
-        Some((i, self.backends[i].state.lease()))
+        self.balancer
+            .pick(&self.backends, &weight, self.even && !ramping)
     }
 
     /// Whether a backend outside `tried` could still be selected.

@@ -17,7 +17,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::Outcome;
 use crate::metrics::Metrics;
-use crate::pool::{health, BackendState, Lease, Pool, Upstream};
+use crate::pool::{health, Lease, Pool, Upstream};
 
 pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
 
@@ -32,24 +32,27 @@ impl Proxy {
         Proxy { pool, metrics }
     }
 
-    /// Counts a failed attempt on `backend` in the metrics and towards
-    /// its ejection.
-    fn record_failure(&self, upstream: &Upstream, backend: &Arc<BackendState>, kind: Outcome) {
+    /// Counts the failed attempt of `lease` in the metrics and towards
+    /// its backend's ejection.
+    fn record_failure(&self, upstream: &Upstream, lease: &Lease, kind: Outcome) {
+        let backend = lease.backend();
         backend.record_failure();
         self.metrics
             .observe_failure(upstream.name(), backend.address(), kind);
-        self.passive(upstream, backend, Some(kind));
+        self.passive(upstream, lease, Some(kind));
     }
 
-    /// Feeds a request's outcome on `backend` to passive health checking:
+    /// Feeds the outcome of `lease`'s attempt to passive health checking:
     /// `None` is a response that does not count as a failure.
-    fn passive(&self, upstream: &Upstream, backend: &Arc<BackendState>, outcome: Option<Outcome>) {
+    fn passive(&self, upstream: &Upstream, lease: &Lease, outcome: Option<Outcome>) {
+        let (backend, started) = (lease.backend(), lease.started());
         let health = backend.health();
         let Some(outcome) = outcome else {
-            health.record_success();
+            health.record_success(started);
             return;
         };
-        if let Some(ejection) = health.record_failure(upstream.passive(), outcome, health::now()) {
+        let now = health::now();
+        if let Some(ejection) = health.record_failure(upstream.passive(), outcome, started, now) {
             crate::health::report_ejection(&self.metrics, upstream.name(), backend, &ejection);
         }
     }
@@ -134,7 +137,7 @@ impl ProxyHttp for Proxy {
         // Releasing the lease here keeps a refused backend from looking busy
         // to least-connections while the retry runs.
         if let (Some(upstream), Some((_, lease))) = (&ctx.upstream, ctx.attempt.take()) {
-            self.record_failure(upstream, lease.backend(), Outcome::Connect);
+            self.record_failure(upstream, &lease, Outcome::Connect);
             ctx.failures += 1;
             e.set_retry(ctx.failures <= upstream.retries() && upstream.has_untried(&ctx.tried));
         }
@@ -157,27 +160,32 @@ impl ProxyHttp for Proxy {
             && session.response_written().is_none();
         let kind = errors::failure_kind(&e);
         ctx.reconnect = false;
-        if !replayable || kind == Outcome::Timeout {
-            // A timeout is not retried: the backend may still be working on
-            // it, and a second try doubles the wait.
-            e.set_retry(false);
-        } else if client_reused {
+        e.set_retry(false);
+        // Only a broken connection is retried. Not a timeout: the backend
+        // may still be working on it, and a second try doubles the wait.
+        // Not invalid HTTP: the backend would answer the same. Not the
+        // client's own failure.
+        let broken = *e.esource() == ErrorSource::Upstream && kind == Outcome::Reset;
+        if !replayable || !broken {
+            return e;
+        }
+        if client_reused {
             // A reused keep-alive connection broke: most likely the backend
             // closed it as we sent. That is not the backend failing, so it
             // is not counted and does not use up `retries`: the same
             // backend gets a new connection.
             e.set_retry(true);
             ctx.reconnect = true;
-        } else if let (Some(upstream), Some((_, lease))) = (ctx.upstream.clone(), &ctx.attempt) {
+        } else if let Some(upstream) = ctx.upstream.clone().filter(|_| ctx.attempt.is_some()) {
             // A new connection failed before any answer: the backend did.
             let may_retry = ctx.failures < upstream.retries() && upstream.has_untried(&ctx.tried);
             e.set_retry(may_retry);
             if may_retry {
                 // Counted here, as `logging` sees only the last attempt.
-                let backend = Arc::clone(lease.backend());
-                ctx.attempt = None;
+                if let Some((_, lease)) = ctx.attempt.take() {
+                    self.record_failure(&upstream, &lease, kind);
+                }
                 ctx.failures += 1;
-                self.record_failure(&upstream, &backend, kind);
             }
         }
         e
@@ -237,7 +245,7 @@ impl ProxyHttp for Proxy {
         let backend = lease.backend();
         if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
             // Includes a response cut off mid-body: a failure, not a response.
-            self.record_failure(upstream, backend, errors::failure_kind(e));
+            self.record_failure(upstream, lease, errors::failure_kind(e));
             return;
         }
         if ctx.local_status.is_some() || !response_started(session) {
@@ -249,7 +257,7 @@ impl ProxyHttp for Proxy {
                 .status
                 .is_server_error()
                 .then_some(Outcome::ServerError);
-            self.passive(upstream, backend, outcome);
+            self.passive(upstream, lease, outcome);
             let seconds = ctx.started.elapsed().as_secs_f64();
             self.metrics
                 .observe_response(upstream.name(), backend.address(), resp.status, seconds);

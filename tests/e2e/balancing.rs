@@ -114,8 +114,17 @@ async fn least_connections_avoids_a_backend_holding_requests() {
     )
     .await;
 
-    // While it holds one, new requests go to the idle backends only.
+    // While it holds one, new requests go to the idle backends only. A
+    // lease ends just after its response is sent, so before each request
+    // wait for the fast ones to be idle again: otherwise a slow machine can
+    // show a three-way tie of one in flight each.
     for _ in 0..20 {
+        eventually("the fast backends to be idle", || async {
+            let idle = proxy.in_flight(fast[0].addr).await == 0
+                && proxy.in_flight(fast[1].addr).await == 0;
+            idle.then_some(())
+        })
+        .await;
         assert_ne!(proxy.get_ok(&http, "/").await, "slow");
     }
     assert_eq!(slow.received(), 1);

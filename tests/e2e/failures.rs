@@ -25,7 +25,8 @@ async fn refused_connections_are_retried_on_another_backend() {
         &[("backend", &dead), ("kind", "connect")],
     );
     // Round-robin sends first attempts to the dead backend, each costing
-    // one retry, until five connect failures in a row (the default) eject it.
+    // one retry, until five connect failures in a row (the default) eject it
+    // for 10s, far longer than these 30 requests take.
     assert_eq!(connect_failures, 5.0);
     let ejections = metric_sum(
         &m,
@@ -193,4 +194,61 @@ async fn a_body_cut_short_is_a_failure_not_a_response() {
     .await;
     assert_eq!(metric_sum(&m, "switchyard_requests_total", &[]), 0.0);
     assert_eq!(metric_sum(&m, "switchyard_local_responses_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_before_any_answer_is_retried_only_when_idempotent() {
+    let closer = RawBackend::start(b"", Then::Close).await;
+    let good = TestBackend::start("good", Behavior::Name).await;
+    let proxy = TestProxy::start_app("retries = 1\n", &[closer.addr, good.addr]).await;
+    let http = client();
+    // Rotation sends the first attempt to `closer`, which reads the request
+    // and hangs up: a GET may be sent again, so `good` answers it.
+    assert_eq!(proxy.get_ok(&http, "/").await, "good");
+    // The next turn is `closer`'s again. A POST may have had effects: 502.
+    let r = http.post(proxy.url("/")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    // The 502 is counted before the failure behind it: wait for both.
+    let closer = closer.addr.to_string();
+    let m = eventually("both resets to be counted", || async {
+        let m = proxy.metrics_after(2.0).await;
+        let labels = [("backend", closer.as_str()), ("kind", "reset")];
+        let resets = metric_sum(&m, "switchyard_upstream_failures_total", &labels);
+        (resets == 2.0).then_some(m)
+    })
+    .await;
+    assert_eq!(metric_sum(&m, "switchyard_retries_total", &[]), 1.0);
+    assert_eq!(good.received(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abandoning_its_upload_is_not_the_backends_fault() {
+    use tokio::io::AsyncWriteExt;
+    let (_gate, gate_rx) = tokio::sync::watch::channel(false);
+    let waiting = TestBackend::start("waiting", Behavior::Gated(gate_rx)).await;
+    let other = TestBackend::start("other", Behavior::Name).await;
+    let proxy = TestProxy::start_app("", &[waiting.addr, other.addr]).await;
+    // A PUT (idempotent, so retryable) that promises 1000 bytes, sends 10
+    // and hangs up once the backend has the request.
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = "PUT /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\n0123456789";
+    client.write_all(head.as_bytes()).await.unwrap();
+    eventually("the request to reach the backend", || async {
+        (waiting.received() == 1).then_some(())
+    })
+    .await;
+    drop(client);
+    eventually("the request to end", || async {
+        (proxy.in_flight(waiting.addr).await == 0).then_some(())
+    })
+    .await;
+    let m = proxy.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "switchyard_upstream_failures_total", &[]),
+        0.0
+    );
+    assert_eq!(metric_sum(&m, "switchyard_retries_total", &[]), 0.0);
+    assert_eq!(other.received(), 0, "not retried elsewhere");
+    let s = proxy.backend(waiting.addr).await;
+    assert_eq!(s["consecutive_request_failures"], 0, "{s:#}");
 }

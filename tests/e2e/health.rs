@@ -107,10 +107,11 @@ async fn a_hanging_check_times_out_and_the_others_keep_their_schedule() {
     assert!(reason.contains("no answer within 300ms"), "{reason}");
     // Three timeouts of b took at least 900ms. Had the checks of a and c
     // waited behind them, each would have had about 4 in that time; on
-    // their own 20ms schedule they have dozens.
+    // their own 20ms schedule they have dozens (8 leaves room for a slow
+    // machine).
     for (name, backend, start) in [("a", &a, a0), ("c", &c, c0)] {
         let n = backend.checks() - start;
-        assert!(n >= 15, "{name} was checked only {n} times while b hung");
+        assert!(n >= 8, "{name} was checked only {n} times while b hung");
     }
     let m = proxy.metrics().await;
     let b_label = b.addr.to_string();
@@ -210,8 +211,12 @@ async fn initial_state_unhealthy_holds_traffic_until_a_check_passes() {
     // Nothing has passed yet: no traffic, not even in panic mode.
     let s = proxy.backend(port).await;
     assert_eq!(s["state"], "pending", "{s:#}");
-    let (status, _) = proxy.get(&http, "/").await;
-    assert_eq!(status, 503);
+    let r = http.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("x-request-id"));
+    let m = proxy.metrics_after(1.0).await;
+    let local = metric_sum(&m, "switchyard_local_responses_total", &[("code", "503")]);
+    assert_eq!(local, 1.0);
     let ready = http.get(proxy.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("app"));
@@ -233,7 +238,7 @@ async fn passive_ejection_on_5xx_grows_and_tries_again() {
     let bad = TestBackend::start("bad", Behavior::Status(500)).await;
     let good = TestBackend::start("good", Behavior::Name).await;
     let tables = "[upstreams.app.passive_health_check]\nconsecutive_failures = 2\n\
-                  failures = [\"5xx\"]\nejection_time = \"1s\"\nmax_ejection_time = \"10s\"\n";
+                  failures = [\"5xx\"]\nejection_time = \"2s\"\nmax_ejection_time = \"10s\"\n";
     let proxy = start(&[bad.addr, good.addr], "", tables).await;
     let http = client();
     // Round-robin: the 1st and 3rd requests reach `bad`; its 500s pass
@@ -247,7 +252,7 @@ async fn passive_ejection_on_5xx_grows_and_tries_again() {
     };
     assert_eq!(statuses, [500, 200, 500]);
     let s = proxy.wait_state(bad.addr, "ejected").await;
-    assert_eq!(s["ejection"]["length_ms"], 1000, "{s:#}");
+    assert_eq!(s["ejection"]["length_ms"], 2000, "{s:#}");
     assert_eq!(s["ejection"]["in_row"], 1);
     let reason = s["reason"].as_str().unwrap();
     assert!(
@@ -268,7 +273,7 @@ async fn passive_ejection_on_5xx_grows_and_tries_again() {
     })
     .await;
     let s = proxy.wait_state(bad.addr, "ejected").await;
-    assert_eq!(s["ejection"]["length_ms"], 2000, "{s:#}");
+    assert_eq!(s["ejection"]["length_ms"], 4000, "{s:#}");
     assert_eq!(s["ejection"]["in_row"], 2);
     assert!(s["reason"]
         .as_str()
@@ -330,7 +335,7 @@ async fn with_every_backend_down_panic_mode_still_serves() {
 async fn slow_start_after_recovery(balance: &str) {
     let a = TestBackend::start("a", Behavior::Name).await;
     let b = TestBackend::start("b", Behavior::Name).await;
-    let settings = format!("balance = \"{balance}\"\nslow_start = \"3s\"\n");
+    let settings = format!("balance = \"{balance}\"\nslow_start = \"4s\"\n");
     let tables = checks("healthy_threshold = 1\nunhealthy_threshold = 1\n");
     let proxy = start(&[a.addr, b.addr], &settings, &tables).await;
     b.set_health(500);
@@ -343,10 +348,11 @@ async fn slow_start_after_recovery(balance: &str) {
         "{s:#}"
     );
 
-    // Right after recovery b gets about a tenth of what a gets.
-    let seen = spread(&proxy, 40).await;
+    // Right after recovery b gets about a tenth of what a gets (2 of 20;
+    // 6 leaves room for a slow machine), far from its half.
+    let seen = spread(&proxy, 20).await;
     let early = seen.get("b").copied().unwrap_or(0);
-    assert!(early <= 10, "b got {early} of 40 right after recovery");
+    assert!(early <= 6, "b got {early} of 20 right after recovery");
 
     // Once slow start is over, its full half.
     eventually("b at full weight", || async {
@@ -354,8 +360,8 @@ async fn slow_start_after_recovery(balance: &str) {
         (s["effective_weight"] == 1.0).then_some(())
     })
     .await;
-    let seen = spread(&proxy, 40).await;
-    assert_eq!(seen.get("b"), Some(&20), "{seen:?}");
+    let seen = spread(&proxy, 20).await;
+    assert_eq!(seen.get("b"), Some(&10), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
