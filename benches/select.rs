@@ -47,10 +47,15 @@ fn select(c: &mut Criterion) {
     group.finish();
 }
 
+/// The monotonic clock selection reads for ejection and slow start.
+fn clock(c: &mut Criterion) {
+    c.bench_function("clock", |b| b.iter(switchyard::pool::health::now));
+}
+
 fn snapshot_load(c: &mut Criterion) {
     let pool = pool("round_robin", &[1, 1, 1]);
     c.bench_function("snapshot_load", |b| b.iter(|| black_box(pool.snapshot())));
 }
 
-criterion_group!(benches, select, snapshot_load);
+criterion_group!(benches, select, clock, snapshot_load);
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 //! that `/status` shows, and is taken by the checker, by an ejection and by
 //! `/status`, never by an ordinary request.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +20,31 @@ pub fn now() -> u64 {
     let epoch = *EPOCH.get_or_init(Instant::now);
     // u64 nanoseconds last 584 years.
     ORIGIN + epoch.elapsed().as_nanos() as u64
+}
+
+/// [`now`], read at most once and only when needed: selection needs the
+/// time only for a backend that has been ejected, or for slow start, and
+/// reading the clock costs more than the rest of a pick.
+#[derive(Debug, Default)]
+pub struct LazyNow(Cell<u64>);
+
+impl LazyNow {
+    /// A clock not read yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The time now, read on first use.
+    pub fn get(&self) -> u64 {
+        match self.0.get() {
+            0 => {
+                let t = now();
+                self.0.set(t);
+                t
+            }
+            t => t,
+        }
+    }
 }
 
 /// What [`now`] reads at process start: further from 0 than any window
@@ -154,8 +180,29 @@ impl Health {
         self.active_up.load(Ordering::Relaxed) && !self.ejected(now)
     }
 
+    /// [`usable`](Self::usable), reading the clock only for a backend that
+    /// has been ejected at some point.
+    pub fn usable_lazy(&self, now: &LazyNow) -> bool {
+        if !self.active_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now.get()
+    }
+
     pub fn ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// The start time to record for an attempt beginning `now`: only ever
+    /// compared with ejection ends, so for a backend never ejected 0 is as
+    /// good (it began before any ejection) and spares the clock.
+    pub fn attempt_start(&self, now: &LazyNow) -> u64 {
+        if self.ejected_until.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            now.get()
+        }
     }
 
     /// In panic mode (no backend usable), lower is less bad: 0 for ejected

@@ -18,7 +18,7 @@ pub use balance::{Balancer, LeastConnections, RoundRobin};
 use crate::config::{
     BackendConfig, Balance, Config, HealthCheck, Passive, Timeouts, UpstreamConfig,
 };
-use health::Health;
+use health::{Health, LazyNow};
 
 /// One backend as the current snapshot sees it: shared state plus the
 /// weight this config gives it.
@@ -135,19 +135,20 @@ impl Upstream {
         // decide again rather than answer 503. Each change is a real event,
         // so this ends at once in practice; the bound keeps it certain.
         for _ in 0..4 {
-            let now = health::now();
-            let candidates = self.candidates(tried, now)?;
-            if let Some(i) = self.pick(tried, candidates, now) {
-                return Some((i, self.backends[i].state.lease(now)));
+            let now = LazyNow::new();
+            let candidates = self.candidates(tried, &now)?;
+            if let Some(i) = self.pick(tried, candidates, &now) {
+                let state = &self.backends[i].state;
+                return Some((i, state.lease(state.health().attempt_start(&now))));
             }
         }
         None
     }
 
-    fn pick(&self, tried: &[usize], candidates: Candidates, now: u64) -> Option<usize> {
+    fn pick(&self, tried: &[usize], candidates: Candidates, now: &LazyNow) -> Option<usize> {
         let ramping = candidates == Candidates::Usable
             && self.slow_start.is_some_and(|window| {
-                let since = now.saturating_sub(nanos(window));
+                let since = now.get().saturating_sub(nanos(window));
                 self.backends
                     .iter()
                     .any(|b| b.state.health().usable_since() > since)
@@ -160,7 +161,7 @@ impl Upstream {
             match self.slow_start {
                 Some(window) if ramping => {
                     let since = self.backends[i].state.health().usable_since();
-                    weight * health::ramp_permille(since, now, window)
+                    weight * health::ramp_permille(since, now.get(), window)
                 }
                 _ => weight * 1000,
             }
@@ -171,16 +172,23 @@ impl Upstream {
 
     /// Whether a backend outside `tried` could still be selected.
     pub fn has_untried(&self, tried: &[usize]) -> bool {
-        self.candidates(tried, health::now()).is_some()
+        self.candidates(tried, &LazyNow::new()).is_some()
     }
 
     /// Usable backends if there are any (tried or not), else the least bad
     /// panic tier among the untried; `None` if nothing may be picked.
-    fn candidates(&self, tried: &[usize], now: u64) -> Option<Candidates> {
-        if self.backends.iter().any(|b| b.state.health().usable(now)) {
-            let untried = (0..self.backends.len())
-                .any(|i| !tried.contains(&i) && self.backends[i].state.health().usable(now));
-            return untried.then_some(Candidates::Usable);
+    fn candidates(&self, tried: &[usize], now: &LazyNow) -> Option<Candidates> {
+        let mut any_usable = false;
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.state.health().usable_lazy(now) {
+                if !tried.contains(&i) {
+                    return Some(Candidates::Usable);
+                }
+                any_usable = true;
+            }
+        }
+        if any_usable {
+            return None;
         }
         (0..self.backends.len())
             .filter(|i| !tried.contains(i))
@@ -189,24 +197,26 @@ impl Upstream {
             .map(Candidates::Panic)
     }
 
-    fn is_candidate(&self, i: usize, tried: &[usize], c: Candidates, now: u64) -> bool {
+    fn is_candidate(&self, i: usize, tried: &[usize], c: Candidates, now: &LazyNow) -> bool {
         let health = self.backends[i].state.health();
         !tried.contains(&i)
             && match c {
-                Candidates::Usable => health.usable(now),
+                Candidates::Usable => health.usable_lazy(now),
                 Candidates::Panic(tier) => health.panic_tier() == Some(tier),
             }
     }
 
     /// At least one backend is usable.
     pub fn is_ready(&self) -> bool {
-        let now = health::now();
-        self.backends.iter().any(|b| b.state.health().usable(now))
+        let now = LazyNow::new();
+        self.backends
+            .iter()
+            .any(|b| b.state.health().usable_lazy(&now))
     }
 
     /// No backend is usable, yet some may take traffic as the least bad.
     pub fn in_panic(&self) -> bool {
-        !self.is_ready() && self.candidates(&[], health::now()).is_some()
+        !self.is_ready() && self.candidates(&[], &LazyNow::new()).is_some()
     }
 
     /// Backend `i`'s weight now, slow start included (what `/status` shows).
