@@ -1,7 +1,9 @@
-//! The admin listener, on its own port: `/metrics`, `/status`, `/healthz`,
-//! `/readyz`. Anything else is 404; a known path with another method is 405.
+//! The admin listener, on its own port: `GET /metrics`, `/status`,
+//! `/healthz`, `/readyz` and `POST /reload`. Anything else is 404; a known
+//! path with another method is 405.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
@@ -9,44 +11,66 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use std::time::{Duration, SystemTime};
-
 use crate::config::{HealthCheck, Probe};
 use crate::metrics::Metrics;
 use crate::pool::{health, Pool, Snapshot, Upstream};
+use crate::reload::{Reloader, Trigger};
 
 /// Serves the admin endpoints from the live pool and the server's metrics.
 pub struct Admin {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
 }
 
+/// Each endpoint and the one method it takes.
+const ENDPOINTS: [(&str, Method); 5] = [
+    ("/metrics", Method::GET),
+    ("/status", Method::GET),
+    ("/healthz", Method::GET),
+    ("/readyz", Method::GET),
+    ("/reload", Method::POST),
+];
+
 impl Admin {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
-        Admin { pool, metrics }
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, reloader: Arc<Reloader>) -> Self {
+        Admin {
+            pool,
+            metrics,
+            reloader,
+        }
     }
 
     /// The answer for `method path`, independent of the transport.
-    pub fn handle(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
-        let known = ["/metrics", "/status", "/healthz", "/readyz"];
-        if !known.contains(&path) {
+    pub async fn handle(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
+        let Some((_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
             return text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"));
-        }
-        if method != Method::GET {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
-            r.headers_mut()
-                .insert(header::ALLOW, "GET".parse().expect("static"));
+        };
+        if method != allowed {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {allowed}\n"));
+            let allow = header::HeaderValue::from_static(allowed.as_str());
+            r.headers_mut().insert(header::ALLOW, allow);
             return r;
+        }
+        if path == "/reload" {
+            return match self.reloader.reload_async(Trigger::Admin).await {
+                Some(a) if a.succeeded() => json_response(StatusCode::OK, &a.to_json()),
+                Some(a) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &a.to_json()),
+                None => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "reload did not run\n".into(),
+                ),
+            };
         }
         let snapshot = self.pool.snapshot();
         match path {
             "/metrics" => {
-                let mut r = text(StatusCode::OK, self.metrics.render(&snapshot));
+                let mut r = text(StatusCode::OK, self.metrics.render(&self.pool));
                 let ct = prometheus::TEXT_FORMAT.parse().expect("static");
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
                 r
             }
-            "/status" => json_response(StatusCode::OK, &status(&snapshot)),
+            "/status" => json_response(StatusCode::OK, &status(&snapshot, &self.reloader)),
             "/readyz" => readiness(&snapshot),
             _ => text(StatusCode::OK, "ok\n".into()),
         }
@@ -57,7 +81,8 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        self.handle(&req.method, req.uri.path())
+        let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        self.handle(&method, &path).await
     }
 }
 
@@ -79,15 +104,19 @@ fn readiness(snapshot: &Snapshot) -> Response<Vec<u8>> {
 }
 
 /// The `/status` document.
-pub fn status(snapshot: &Snapshot) -> Value {
+pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
     let config = &snapshot.config;
+    let (loaded_at, last_reload) = reloader.status();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config": {
             "path": config.path.display().to_string(),
             "sha256": config.hash,
+            "loaded_at": rfc3339(loaded_at),
             "snapshot_version": snapshot.version,
             "default_upstream": snapshot.route().name(),
+            "watch": config.server.watch_config,
+            "last_reload": last_reload.map(|a| a.to_json()),
         },
         "upstreams": snapshot.upstreams().iter().map(|u| upstream_status(u)).collect::<Vec<_>>(),
     })

@@ -14,6 +14,7 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 mod server;
 
 pub use server::{build_server, Switchyard};

@@ -5,15 +5,19 @@
 //! codes and fixed words. Pool gauges are read from the current snapshot at
 //! scrape time, so they can never drift or underflow.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::config::Outcome;
-use crate::pool::{health, Snapshot};
+use crate::pool::{health, Pool, Snapshot};
 
 pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
@@ -26,6 +30,10 @@ pub const BACKEND_WEIGHT: &str = "switchyard_backend_weight";
 pub const HEALTH_CHECKS_TOTAL: &str = "switchyard_health_checks_total";
 pub const BACKEND_EJECTIONS_TOTAL: &str = "switchyard_backend_ejections_total";
 pub const UPSTREAM_PANIC: &str = "switchyard_upstream_panic";
+pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "switchyard_config_last_reload_successful";
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
+    "switchyard_config_last_reload_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
 /// Request duration buckets in seconds: from a fast local backend (1ms) to
@@ -89,6 +97,13 @@ pub struct Metrics {
     healthy: IntGaugeVec,
     weight: IntGaugeVec,
     panic: IntGaugeVec,
+    /// result: reloads that succeeded or failed.
+    reloads: IntCounterVec,
+    last_reload_ok: IntGauge,
+    last_reload_success: Gauge,
+    /// Every (upstream, backend) given series, so those of removed
+    /// backends can be dropped once the backend is gone.
+    known: Mutex<HashSet<(String, String)>>,
     /// Serialises scrapes: each one resets and refills the pool gauges.
     scrape: Mutex<()>,
 }
@@ -114,6 +129,10 @@ impl Metrics {
             in_flight: gauge(BACKEND_IN_FLIGHT, "Requests sent to a backend and not finished.", backend),
             healthy: gauge(BACKEND_HEALTHY, "1 if the backend passes its checks and is not ejected, else 0.", backend),
             weight: gauge(BACKEND_WEIGHT, "The backend's configured weight.", backend),
+            reloads: counter(CONFIG_RELOADS_TOTAL, "Config reload attempts, by result (success, failure).", &["result"]),
+            last_reload_ok: IntGauge::new(CONFIG_LAST_RELOAD_SUCCESSFUL, "1 if the last config reload succeeded (or none was tried), else 0.").expect("valid gauge"),
+            last_reload_success: Gauge::new(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP, "Unix time the serving config was loaded.").expect("valid gauge"),
+            known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
             registry,
@@ -126,7 +145,10 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let all: [Box<dyn prometheus::core::Collector>; 12] = [
+        let all: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(metrics.reloads.clone()),
+            Box::new(metrics.last_reload_ok.clone()),
+            Box::new(metrics.last_reload_success.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_failures.clone()),
@@ -153,10 +175,15 @@ impl Metrics {
     /// so that `rate()` and alerts see them from the first scrape rather than
     /// from the first failure.
     pub fn init_series(&self, snapshot: &Snapshot) {
+        for result in ["success", "failure"] {
+            self.reloads.with_label_values(&[result]);
+        }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         for upstream in snapshot.upstreams() {
             self.retries.with_label_values(&[upstream.name()]);
             for b in upstream.backends() {
                 let backend = [upstream.name(), b.state.address()];
+                known.insert((backend[0].to_string(), backend[1].to_string()));
                 for kind in FAILURE_KINDS {
                     let labels = [backend[0], backend[1], kind.name()];
                     self.upstream_failures.with_label_values(&labels);
@@ -213,10 +240,64 @@ impl Metrics {
             .inc();
     }
 
+    /// The serving config was loaded at `at`.
+    pub fn observe_config_loaded(&self, at: SystemTime) {
+        self.last_reload_ok.set(1);
+        let secs = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload_success.set(secs);
+    }
+
+    /// A reload attempt ended at `at`.
+    pub fn observe_reload(&self, success: bool, at: SystemTime) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+        if success {
+            self.observe_config_loaded(at);
+        } else {
+            self.last_reload_ok.set(0);
+        }
+    }
+
+    /// Drops the series of backends (and upstreams) that the current
+    /// snapshot no longer lists and that have no request left in flight.
+    fn forget_removed(&self, pool: &Pool, snapshot: &Snapshot) {
+        let listed = |u: &str, b: &str| {
+            snapshot
+                .upstreams()
+                .iter()
+                .any(|up| up.name() == u && up.backends().iter().any(|x| x.state.address() == b))
+        };
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|(u, b)| {
+            if listed(u, b) || pool.is_live(u, b) {
+                return true;
+            }
+            forget(&self.requests, u, b);
+            forget(&self.duration, u, b);
+            forget(&self.upstream_failures, u, b);
+            forget(&self.health_checks, u, b);
+            forget(&self.ejections, u, b);
+            false
+        });
+        let upstreams: HashSet<&str> = known.iter().map(|(u, _)| u.as_str()).collect();
+        for family in self.retries.collect() {
+            for m in family.get_metric() {
+                let u = m.get_label().first().map_or("", |l| l.value());
+                if !upstreams.contains(u) && !snapshot.upstreams().iter().any(|x| x.name() == u) {
+                    let _ = self.retries.remove_label_values(&[u]);
+                }
+            }
+        }
+    }
+
     /// The Prometheus text exposition of every metric, with pool gauges read
-    /// from `snapshot` now.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// from the current snapshot now.
+    pub fn render(&self, pool: &Pool) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = pool.snapshot();
+        self.forget_removed(pool, &snapshot);
         self.in_flight.reset();
         self.healthy.reset();
         self.weight.reset();
@@ -250,6 +331,23 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Removes every series of `vec` labelled with this upstream and backend.
+fn forget<B: MetricVecBuilder>(vec: &MetricVec<B>, upstream: &str, backend: &str) {
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("upstream") == Some(&upstream) && labels.get("backend") == Some(&backend)
+            {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 

@@ -2,12 +2,19 @@
 //! the admin service on its own, and the health checker in the background,
 //! sharing one pool and one registry.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::sync::broadcast;
 
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use sha2::{Digest, Sha256};
 
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
@@ -15,6 +22,7 @@ use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
+use crate::reload::{Reloader, Triggers};
 
 /// Seconds the runtime gets to stop after the grace period.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
@@ -36,7 +44,15 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     let pool = Arc::new(Pool::new(config.clone()));
     metrics.init_series(&pool.snapshot());
 
-    let proxy = Proxy::new(Arc::clone(&pool), Arc::clone(&metrics));
+    let draining = Arc::new(AtomicBool::new(false));
+    let drain = background_service(
+        "switchyard drain",
+        Drain {
+            phases: Mutex::new(Some(server.watch_execution_phase())),
+            draining: Arc::clone(&draining),
+        },
+    );
+    let proxy = Proxy::new(Arc::clone(&pool), Arc::clone(&metrics), draining);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         proxy,
@@ -46,9 +62,18 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
         proxy.add_tcp(&addr.to_string());
     }
 
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&pool),
+        Arc::clone(&metrics),
+        config.path.clone(),
+    ));
     let mut admin = Service::new(
         "switchyard admin".to_string(),
-        Admin::new(Arc::clone(&pool), Arc::clone(&metrics)),
+        Admin::new(
+            Arc::clone(&pool),
+            Arc::clone(&metrics),
+            Arc::clone(&reloader),
+        ),
     );
     admin.threads = Some(1);
     admin.add_tcp(&config.admin.listen.to_string());
@@ -58,9 +83,16 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
         Checker::new(Arc::clone(&pool), Arc::clone(&metrics)),
     );
 
+    let triggers = background_service(
+        "switchyard reload",
+        Triggers::new(reloader, config.server.watch_config),
+    );
+
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(checker);
+    server.add_service(triggers);
+    server.add_service(drain);
     Switchyard {
         server,
         pool,
@@ -77,8 +109,57 @@ fn server_conf(config: &Config) -> ServerConf {
         // Each upstream's `retries` decides in `fail_to_connect`; this is
         // only Pingora's outer bound on attempts.
         max_retries: MAX_RETRIES + 1,
-        pid_file: "/tmp/switchyard.pid".to_string(),
-        upgrade_sock: "/tmp/switchyard_upgrade.sock".to_string(),
+        pid_file: format!("{}.pid", runtime_path(config)),
+        upgrade_sock: format!("{}.upgrade.sock", runtime_path(config)),
         ..ServerConf::default()
+    }
+}
+
+/// `/tmp/switchyard-<hash>`, where the hash is of the config file's full
+/// path: an `--upgrade` started with the same config finds the running
+/// instance's socket, and instances with other configs never collide.
+fn runtime_path(config: &Config) -> String {
+    let path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("/tmp/switchyard-{hex}")
+}
+
+/// Sets `draining` when the process starts to hand its sockets to a new one
+/// (SIGQUIT) or to shut down (SIGTERM). Pingora keeps serving for a while
+/// after either; with `draining` set, responses close their connections, so
+/// keep-alive clients move to new connections before the idle ones are
+/// dropped.
+struct Drain {
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    draining: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut phases) = phases else {
+            return;
+        };
+        loop {
+            let phase = tokio::select! {
+                _ = shutdown.changed() => break,
+                phase = phases.recv() => phase,
+            };
+            match phase {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulUpgradeCloseTimeout
+                    | ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::ShutdownStarted,
+                ) => {
+                    log::info!("draining: responses now close their connections");
+                    self.draining.store(true, Ordering::Relaxed);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
     }
 }

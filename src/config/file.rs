@@ -28,6 +28,7 @@ pub struct ServerSection {
     pub threads: Option<Spanned<i64>>,
     pub grace_period: Option<Spanned<String>>,
     pub default_upstream: Option<Spanned<String>>,
+    pub watch_config: Option<Spanned<bool>>,
 }
 
 /// `[admin]`: the admin listener.

@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Default [`DEFAULT_GRACE_PERIOD`].
     pub grace_period: Duration,
+    /// Reload when the file changes. Default true.
+    pub watch_config: bool,
 }
 
 /// `[admin]`.

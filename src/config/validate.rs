@@ -88,6 +88,7 @@ impl Source<'_> {
             listen,
             threads,
             grace_period,
+            watch_config: section.watch_config.is_none_or(|w| *w.get_ref()),
         };
         Ok((server, section.default_upstream))
     }

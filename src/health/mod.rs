@@ -45,13 +45,15 @@ impl Checker {
     /// stops those whose backend left or whose check settings changed.
     fn reconcile(&self, snapshot: &Snapshot, tasks: &mut HashMap<usize, Task>) {
         let mut wanted = HashMap::new();
+        let mut unchecked = HashMap::new();
         for upstream in snapshot.upstreams() {
-            let Some(check) = upstream.health_check() else {
-                continue;
-            };
             for b in upstream.backends() {
                 let key = Arc::as_ptr(&b.state) as usize;
-                wanted.insert(key, (upstream.name(), check, &b.state));
+                if let Some(check) = upstream.health_check() {
+                    wanted.insert(key, (upstream.name(), check, &b.state));
+                } else {
+                    unchecked.insert(key, &b.state);
+                }
             }
         }
         tasks.retain(|key, task| {
@@ -60,6 +62,11 @@ impl Checker {
                 .is_some_and(|(name, check, _)| task.upstream == *name && *task.check == ***check);
             if !keep {
                 task.handle.abort();
+                // Its last result may have landed after the snapshot was
+                // built without checks; nothing would ever bring it back.
+                if let Some(state) = unchecked.get(key) {
+                    state.health().clear_checks(health::now());
+                }
             }
             keep
         });

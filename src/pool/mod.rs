@@ -286,6 +286,11 @@ impl Registry {
         state
     }
 
+    fn is_live(&self, upstream: &str, address: &str) -> bool {
+        let key = (upstream.to_string(), address.to_string());
+        self.states.get(&key).is_some_and(|w| w.strong_count() > 0)
+    }
+
     fn prune(&mut self) {
         self.states.retain(|_, w| w.strong_count() > 0);
     }
@@ -328,6 +333,13 @@ impl Pool {
         registry.prune();
         self.versions.send_replace(version);
         version
+    }
+
+    /// Whether the state of this backend still exists: listed in a
+    /// snapshot, or a request on it still in flight.
+    pub fn is_live(&self, upstream: &str, address: &str) -> bool {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.is_live(upstream, address)
     }
 
     /// Sees the version change each time a snapshot is installed.

@@ -6,6 +6,7 @@
 mod errors;
 mod headers;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,11 +26,19 @@ pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
 pub struct Proxy {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
+    /// Set once the process is handing over or shutting down.
+    draining: Arc<AtomicBool>,
 }
 
 impl Proxy {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
-        Proxy { pool, metrics }
+    /// `draining` is set when the process starts to hand its sockets over
+    /// or to shut down: from then on every response closes its connection.
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) -> Self {
+        Proxy {
+            pool,
+            metrics,
+            draining,
+        }
     }
 
     /// Counts the failed attempt of `lease` in the metrics and towards
@@ -95,6 +104,13 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.draining.load(Ordering::Relaxed) {
+            // `Connection: close`: the client's next request opens a new
+            // connection, which reaches the new process (or, on shutdown,
+            // is refused cleanly instead of racing the close of an idle
+            // keep-alive connection).
+            session.set_keepalive(None);
+        }
         ctx.request_id = headers::request_id(session.req_header());
         ctx.upstream = Some(Arc::clone(self.pool.snapshot().route()));
         Ok(false)

@@ -1,9 +1,18 @@
-//! The `switchyard` binary itself: it serves a config file, and SIGTERM
-//! makes it exit cleanly.
+//! The `switchyard` binary itself: it serves a config file, SIGTERM makes
+//! it exit cleanly after in-flight requests, SIGHUP reloads, and `--upgrade`
+//! with SIGQUIT hands the sockets over without losing a request.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use crate::support::{client, closed_port, eventually, Behavior, TestBackend};
+use tokio::sync::watch;
+
+use crate::support::{
+    client, closed_port, eventually, no_failures, temp_dir, Behavior, TestBackend, DEADLINE,
+};
 
 /// Kills the child if the test fails before it exits.
 struct Running(Child);
@@ -72,4 +81,191 @@ async fn the_binary_serves_its_config_and_exits_on_sigterm() {
     .await;
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A config file for the binary in a directory of its own, on free ports.
+struct BinaryConfig {
+    path: PathBuf,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl BinaryConfig {
+    fn new(grace_period: &str, backends: &[SocketAddr]) -> BinaryConfig {
+        let (addr, admin) = (closed_port(), closed_port());
+        let path = temp_dir("bin").join("proxy.toml");
+        let config = BinaryConfig { path, addr, admin };
+        config.write(grace_period, backends);
+        config
+    }
+
+    fn write(&self, grace_period: &str, backends: &[SocketAddr]) {
+        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
+        let text = format!(
+            "[server]\nlisten = [\"{}\"]\nthreads = 1\ngrace_period = \"{grace_period}\"\n\
+             watch_config = false\n[admin]\nlisten = \"{}\"\n[upstreams.app]\nbackends = [{}]\n",
+            self.addr,
+            self.admin,
+            list.join(", ")
+        );
+        std::fs::write(&self.path, text).unwrap();
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for BinaryConfig {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn spawn(config: &Path, upgrade: bool) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.arg("--config").arg(config);
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+fn signal(running: &Running, name: &str) {
+    let pid = running.0.id().to_string();
+    let sent = Command::new("kill").args([name, &pid]).status().unwrap();
+    assert!(sent.success(), "kill {name} {pid}");
+}
+
+async fn wait_exit(running: &mut Running, what: &str) -> std::process::ExitStatus {
+    eventually(what, || {
+        let exited = running.0.try_wait().unwrap();
+        async move { exited }
+    })
+    .await
+}
+
+/// Waits until the binary answers with `name`.
+async fn answers(config: &BinaryConfig, name: &str) {
+    let http = client();
+    eventually(&format!("the binary to answer {name}"), || async {
+        let r = http.get(config.url()).send().await.ok()?;
+        (r.text().await.ok()?.trim() == name).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file() {
+    let a = TestBackend::start("a", Behavior::Name).await;
+    let b = TestBackend::start("b", Behavior::Name).await;
+    let config = BinaryConfig::new("0s", &[a.addr]);
+    let running = spawn(&config.path, false);
+    answers(&config, "a").await;
+    // With the watcher off, only SIGHUP can apply this; it must not kill
+    // the process either.
+    config.write("0s", &[b.addr]);
+    signal(&running, "-HUP");
+    answers(&config, "b").await;
+    let status = format!("http://{}/status", config.admin);
+    let s: serde_json::Value = serde_json::from_str(
+        &client()
+            .get(&status)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s["config"]["snapshot_version"], 2, "{s:#}");
+    assert_eq!(s["config"]["last_reload"]["trigger"], "SIGHUP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
+    let (open, gate) = watch::channel(false);
+    let held = TestBackend::start("held", Behavior::Gated(gate)).await;
+    let config = BinaryConfig::new("5s", &[held.addr]);
+    let mut running = spawn(&config.path, false);
+    let http = client();
+    eventually("the admin port", || async {
+        let url = format!("http://{}/healthz", config.admin);
+        http.get(url).send().await.ok()
+    })
+    .await;
+    let request = tokio::spawn({
+        let (http, url) = (http.clone(), config.url());
+        async move { http.get(url).send().await?.text().await }
+    });
+    eventually("the request to be held", || async {
+        (held.received() == 1).then_some(())
+    })
+    .await;
+    signal(&running, "-TERM");
+    // Let it be answered well inside the grace period.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        running.0.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    open.send(true).unwrap();
+    assert_eq!(request.await.unwrap().unwrap().trim(), "held");
+    let status = wait_exit(&mut running, "the binary to exit after SIGTERM").await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_and_sigquit_hand_over_without_a_failed_request() {
+    let a = TestBackend::start("a", Behavior::Name).await;
+    let config = BinaryConfig::new("1s", &[a.addr]);
+    let mut old = spawn(&config.path, false);
+    answers(&config, "a").await;
+
+    // Clients on keep-alive connections, and new connections, throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for fresh in [false, false, true] {
+        let (stop, url) = (Arc::clone(&stop), config.url());
+        clients.spawn(async move {
+            let (mut sent, mut failures) = (0usize, Vec::new());
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            let mut http = client();
+            while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                if fresh {
+                    http = client();
+                }
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+                sent += 1;
+            }
+            (sent, failures)
+        });
+    }
+    // The new process waits on the upgrade socket for the old one's
+    // listeners; the old one retries until the new one listens there.
+    let mut new = spawn(&config.path, true);
+    signal(&old, "-QUIT");
+    let status = wait_exit(&mut old, "the old process to exit").await;
+    assert!(status.success(), "{status}");
+    answers(&config, "a").await;
+    stop.store(true, Ordering::SeqCst);
+    no_failures(clients).await;
+    assert!(
+        new.0.try_wait().unwrap().is_none(),
+        "the new process serves on"
+    );
+    signal(&new, "-TERM");
+    wait_exit(&mut new, "the new process to exit").await;
 }

@@ -10,3 +10,4 @@ mod config_errors;
 mod failures;
 mod headers;
 mod health;
+mod reload;

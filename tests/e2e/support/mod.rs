@@ -46,3 +46,32 @@ pub fn closed_port() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
+
+/// A new empty directory under the system's temp dir, unique to this test
+/// process and call.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("switchyard-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// Waits for client tasks that each return (requests sent, failures), and
+/// asserts that none failed. Returns how many requests they sent in all.
+pub async fn no_failures(mut clients: tokio::task::JoinSet<(usize, Vec<String>)>) -> usize {
+    let (mut sent, mut failures) = (0, Vec::new());
+    while let Some(result) = clients.join_next().await {
+        let (n, f) = result.expect("a client task panicked");
+        sent += n;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:?}",
+        failures.len()
+    );
+    sent
+}

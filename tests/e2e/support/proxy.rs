@@ -2,7 +2,7 @@
 //! in a thread of the test process on free loopback ports.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -19,6 +19,10 @@ pub struct TestProxy {
     pub admin: SocketAddr,
     /// The live pool, for tests that change backend state directly.
     pub pool: Arc<Pool>,
+    /// Its config file, alone in a directory of its own.
+    pub config: PathBuf,
+    /// The `[server]` and `[admin]` part of the file.
+    head: String,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -40,12 +44,20 @@ impl TestProxy {
     /// Starts Switchyard with `upstreams` (the `[upstreams.*]` part of a
     /// config) on free loopback ports, and waits until it answers.
     pub async fn start(upstreams: &str) -> TestProxy {
+        Self::start_with("", upstreams).await
+    }
+
+    /// Like [`start`](Self::start), with `server` lines added to `[server]`.
+    pub async fn start_with(server: &str, upstreams: &str) -> TestProxy {
         let (addr, admin) = (super::closed_port(), super::closed_port());
-        let text = format!(
-            "[server]\nlisten = [\"{addr}\"]\nthreads = 2\ngrace_period = \"0s\"\n\
-             [admin]\nlisten = \"{admin}\"\n{upstreams}"
+        let head = format!(
+            "[server]\nlisten = [\"{addr}\"]\nthreads = 2\ngrace_period = \"0s\"\n{server}\
+             [admin]\nlisten = \"{admin}\"\n"
         );
-        let config = switchyard::config::parse(Path::new("test.toml"), &text)
+        let dir = super::temp_dir("proxy");
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, format!("{head}{upstreams}")).expect("write the test config");
+        let config = switchyard::config::load(&path)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
         let built = switchyard::build_server(config, Opt::default());
         let pool = Arc::clone(&built.pool);
@@ -60,6 +72,8 @@ impl TestProxy {
             addr,
             admin,
             pool,
+            config: path,
+            head,
             stop: Some(stop),
         };
         proxy.wait_ready().await;
@@ -88,6 +102,12 @@ impl TestProxy {
             tokio::net::TcpStream::connect(data).await.ok()
         })
         .await;
+    }
+
+    /// The whole file text with `upstreams` after the test's own
+    /// `[server]` and `[admin]` (which a reload may not change).
+    pub fn config_text(&self, upstreams: &str) -> String {
+        format!("{}{upstreams}", self.head)
     }
 
     /// `http://ADDR/path` on the data port.
@@ -150,6 +170,19 @@ impl TestProxy {
         .await
     }
 
+    /// `POST /reload`: the status and the JSON answer.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let r = client()
+            .post(self.admin_url("/reload"))
+            .send()
+            .await
+            .expect("the admin port answers");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("a body");
+        let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+        (status, json)
+    }
+
     /// What `/status` says of `backend`.
     pub async fn backend(&self, backend: SocketAddr) -> serde_json::Value {
         let status = self.status().await;
@@ -201,6 +234,9 @@ impl Drop for TestProxy {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
