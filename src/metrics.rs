@@ -145,6 +145,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        metrics.last_reload_ok.set(1);
         let all: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
@@ -242,22 +243,17 @@ impl Metrics {
 
     /// The serving config was loaded at `at`.
     pub fn observe_config_loaded(&self, at: SystemTime) {
-        self.last_reload_ok.set(1);
         let secs = at
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_reload_success.set(secs);
     }
 
-    /// A reload attempt ended at `at`.
-    pub fn observe_reload(&self, success: bool, at: SystemTime) {
+    /// A reload attempt ended (whether it loaded anything new or not).
+    pub fn observe_reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.reloads.with_label_values(&[result]).inc();
-        if success {
-            self.observe_config_loaded(at);
-        } else {
-            self.last_reload_ok.set(0);
-        }
+        self.last_reload_ok.set(i64::from(success));
     }
 
     /// Drops the series of backends (and upstreams) that the current

@@ -6,12 +6,12 @@
 //! `POST /reload` on the admin port. All go through [`Reloader::reload`],
 //! one at a time.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -25,6 +25,9 @@ use crate::pool::Pool;
 /// How long the directory must be quiet after the last event before the
 /// file is read: editors and config tools write in several steps.
 pub const QUIET_PERIOD: Duration = Duration::from_millis(150);
+
+/// The longest a stream of events can hold a reload off.
+pub const MAX_QUIET_WAIT: Duration = Duration::from_secs(2);
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +233,10 @@ pub struct Reloader {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     path: PathBuf,
-    /// Held for a whole reload, so reloads happen one at a time.
+    /// Held for a whole reload (on a blocking thread), so reloads happen
+    /// one at a time.
+    running: Mutex<()>,
+    /// Held only briefly, so `/status` never waits for a reload.
     state: Mutex<State>,
 }
 
@@ -248,6 +254,7 @@ impl Reloader {
             pool,
             metrics,
             path,
+            running: Mutex::new(()),
             state: Mutex::new(State {
                 loaded_at: SystemTime::now(),
                 last: None,
@@ -255,18 +262,25 @@ impl Reloader {
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Reads the file and, if it is valid and reloadable, swaps it in. A
     /// [`Trigger::File`] reload of an unchanged file does nothing and
-    /// returns `None` (editors touch files they did not change).
+    /// returns `None` (editors touch files they did not change), unless the
+    /// last attempt failed: then the file is back to the serving config,
+    /// and that is worth recording.
     pub fn reload(&self, trigger: Trigger) -> Option<Attempt> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.pool.snapshot();
         let result = match config::load(&self.path) {
             Err(e) => AttemptResult::Failed {
                 error: e.to_string(),
             },
             Ok(new) if new.hash == current.config.hash => {
-                if trigger == Trigger::File {
+                let last_failed = self.state().last.as_ref().is_some_and(|a| !a.succeeded());
+                if trigger == Trigger::File && !last_failed {
                     return None;
                 }
                 AttemptResult::Unchanged
@@ -276,7 +290,8 @@ impl Reloader {
                     let diff = Diff::between(&current.config, &new);
                     let version = self.pool.install(new);
                     self.metrics.init_series(&self.pool.snapshot());
-                    state.loaded_at = SystemTime::now();
+                    self.state().loaded_at = SystemTime::now();
+                    self.metrics.observe_config_loaded(SystemTime::now());
                     AttemptResult::Applied { version, diff }
                 }
                 keys => AttemptResult::Failed {
@@ -294,7 +309,7 @@ impl Reloader {
             trigger,
             result,
         };
-        self.metrics.observe_reload(attempt.succeeded(), attempt.at);
+        self.metrics.observe_reload(attempt.succeeded());
         let why = trigger.as_str();
         match &attempt.result {
             AttemptResult::Applied { version, diff } => {
@@ -308,13 +323,13 @@ impl Reloader {
                 log::error!("config reload ({why}) failed, previous config kept: {error}")
             }
         }
-        state.last = Some(attempt.clone());
+        self.state().last = Some(attempt.clone());
         Some(attempt)
     }
 
     /// When the serving config was loaded, and the last reload attempt.
     pub fn status(&self) -> (SystemTime, Option<Attempt>) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state();
         (state.loaded_at, state.last.clone())
     }
 
@@ -342,29 +357,49 @@ impl Triggers {
 
     /// Watches the directory of the config file, not the file: editors and
     /// config tools replace the file (a new inode) and Kubernetes swaps a
-    /// symlink in the directory. Only closing a written file, creating,
-    /// renaming or removing counts, never a write in progress, so a file
-    /// written in pieces is read once, complete.
-    fn watch(&self, tx: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                let relevant = matches!(
-                    event.kind,
-                    EventKind::Access(AccessKind::Close(AccessMode::Write))
-                        | EventKind::Create(_)
-                        | EventKind::Remove(_)
-                        | EventKind::Modify(notify::event::ModifyKind::Name(_))
-                );
-                if relevant {
-                    let _ = tx.send(());
-                }
-            })?;
+    /// symlink in the directory. Only events about the file itself, or
+    /// about a `..`-named entry (Kubernetes' `..data` and its versions),
+    /// count; and of those only a written file being closed, a rename, a
+    /// removal, or a new symlink, never a write in progress or a new empty
+    /// file, so a file written in pieces is read once, complete.
+    ///
+    /// Each event sent says whether it was a removal only: a file removed
+    /// may be in the middle of being written anew, see [`Triggers::start`].
+    fn watch(&self, tx: mpsc::UnboundedSender<bool>) -> notify::Result<notify::RecommendedWatcher> {
         let path = &self.reloader.path;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let name = path.file_name().map(|n| n.to_os_string());
+        let ours = move |p: &Path| {
+            p.file_name().is_some_and(|n| {
+                Some(n) == name.as_deref() || n.as_encoded_bytes().starts_with(b"..")
+            })
+        };
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let removal = matches!(&event, Ok(e) if matches!(e.kind, EventKind::Remove(_)));
+                let relevant = match &event {
+                    // Lost events (a queue overflow) or a watcher error: the
+                    // file may have changed; the hash check sorts it out.
+                    Err(_) => true,
+                    Ok(e) if e.need_rescan() => true,
+                    Ok(e) => {
+                        let kind = match e.kind {
+                            EventKind::Access(AccessKind::Close(AccessMode::Write))
+                            | EventKind::Remove(_)
+                            | EventKind::Modify(ModifyKind::Name(_)) => true,
+                            EventKind::Create(_) => e.paths.iter().any(|p| p.is_symlink()),
+                            _ => false,
+                        };
+                        kind && e.paths.iter().any(|p| ours(p))
+                    }
+                };
+                if relevant {
+                    let _ = tx.send(removal);
+                }
+            })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     }
@@ -405,16 +440,28 @@ impl BackgroundService for Triggers {
                     self.reloader.reload_async(Trigger::Sighup).await;
                 }
                 event = events.recv(), if watching => {
-                    if event.is_none() {
+                    let Some(mut removals_only) = event else {
                         watching = false;
                         continue;
-                    }
-                    // Wait for the quiet period after the last event.
+                    };
+                    // Wait for the quiet period after the last event, but
+                    // not forever in a busy directory.
+                    let latest = tokio::time::Instant::now() + MAX_QUIET_WAIT;
                     loop {
+                        let quiet = tokio::time::sleep(QUIET_PERIOD);
                         tokio::select! {
-                            more = events.recv() => if more.is_none() { break },
-                            () = tokio::time::sleep(QUIET_PERIOD) => break,
+                            more = events.recv() => match more {
+                                Some(removal) => removals_only &= removal,
+                                None => break,
+                            },
+                            () = quiet => break,
+                            () = tokio::time::sleep_until(latest) => break,
                         }
+                    }
+                    // Removed, and there again: it is being written anew,
+                    // and closing it will say when it is whole.
+                    if removals_only && self.reloader.path.exists() {
+                        continue;
                     }
                     self.reloader.reload_async(Trigger::File).await;
                 }

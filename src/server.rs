@@ -119,7 +119,9 @@ fn server_conf(config: &Config) -> ServerConf {
 /// path: an `--upgrade` started with the same config finds the running
 /// instance's socket, and instances with other configs never collide.
 fn runtime_path(config: &Config) -> String {
-    let path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+    // Absolute, but symlinks not followed: a Kubernetes-style swap must
+    // not move the socket away from the one the running process uses.
+    let path = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
     let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     format!("/tmp/switchyard-{hex}")
@@ -144,7 +146,11 @@ impl BackgroundService for Drain {
         };
         loop {
             let phase = tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {
+                    // Pingora signals shutdown before it announces the phase.
+                    self.draining.store(true, Ordering::Relaxed);
+                    break;
+                }
                 phase = phases.recv() => phase,
             };
             match phase {

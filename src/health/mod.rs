@@ -43,7 +43,7 @@ impl Checker {
 
     /// Makes the running tasks match `snapshot`: starts the missing ones,
     /// stops those whose backend left or whose check settings changed.
-    fn reconcile(&self, snapshot: &Snapshot, tasks: &mut HashMap<usize, Task>) {
+    async fn reconcile(&self, snapshot: &Snapshot, tasks: &mut HashMap<usize, Task>) {
         let mut wanted = HashMap::new();
         let mut unchecked = HashMap::new();
         for upstream in snapshot.upstreams() {
@@ -56,20 +56,28 @@ impl Checker {
                 }
             }
         }
-        tasks.retain(|key, task| {
-            let keep = wanted
-                .get(key)
-                .is_some_and(|(name, check, _)| task.upstream == *name && *task.check == ***check);
-            if !keep {
-                task.handle.abort();
-                // Its last result may have landed after the snapshot was
-                // built without checks; nothing would ever bring it back.
-                if let Some(state) = unchecked.get(key) {
-                    state.health().clear_checks(health::now());
-                }
+        let stale: Vec<usize> = tasks
+            .iter()
+            .filter(|(key, task)| {
+                !wanted.get(*key).is_some_and(|(name, check, _)| {
+                    task.upstream == *name && *task.check == ***check
+                })
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            let Some(task) = tasks.remove(&key) else {
+                continue;
+            };
+            task.handle.abort();
+            // Once it has really stopped, no late result of it can land
+            // after this: a backend that is no longer checked is cleared of
+            // its old verdict, or nothing would ever bring it back.
+            let _ = task.handle.await;
+            if let Some(state) = unchecked.get(&key) {
+                state.health().clear_checks(health::now());
             }
-            keep
-        });
+        }
         for (key, (name, check, state)) in wanted {
             tasks.entry(key).or_insert_with(|| Task {
                 upstream: name.to_string(),
@@ -92,7 +100,7 @@ impl BackgroundService for Checker {
         let mut tasks = HashMap::new();
         loop {
             let snapshot = self.pool.snapshot();
-            self.reconcile(&snapshot, &mut tasks);
+            self.reconcile(&snapshot, &mut tasks).await;
             drop(snapshot);
             tokio::select! {
                 _ = shutdown.changed() => break,

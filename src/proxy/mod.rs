@@ -121,13 +121,23 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let upstream = ctx
+        let mut upstream = ctx
             .upstream
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no upstream"))?;
         if std::mem::take(&mut ctx.reconnect) {
             if let Some((_, lease)) = &ctx.attempt {
                 return Ok(peer_for(&upstream, lease));
+            }
+        }
+        if !ctx.tried.is_empty() {
+            // A retry chooses from the pool as it is now: a reload since the
+            // first attempt may have removed backends.
+            let current = Arc::clone(self.pool.snapshot().route());
+            if !Arc::ptr_eq(&current, &upstream) {
+                ctx.tried = moved_tried(&upstream, &current, &ctx.tried);
+                ctx.upstream = Some(Arc::clone(&current));
+                upstream = current;
             }
         }
         let Some((index, lease)) = upstream.select(&ctx.tried) else {
@@ -222,10 +232,14 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.draining.load(Ordering::Relaxed) {
+            // Also for requests that arrived before draining began.
+            session.set_keepalive(None);
+        }
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())
     }
 
@@ -287,6 +301,20 @@ fn response_started(session: &Session) -> bool {
     session
         .response_written()
         .is_some_and(|r| !r.status.is_informational() || r.status == 101)
+}
+
+/// `tried`, indices into `old`'s backends, as indices into `new`'s (the
+/// same addresses; those `new` no longer has drop out).
+fn moved_tried(old: &Upstream, new: &Upstream, tried: &[usize]) -> Vec<usize> {
+    tried
+        .iter()
+        .filter_map(|&i| {
+            let address = old.backends().get(i)?.state.address();
+            new.backends()
+                .iter()
+                .position(|b| b.state.address() == address)
+        })
+        .collect()
 }
 
 /// The peer for the backend `lease` is on, with the upstream's timeouts.

@@ -232,8 +232,10 @@ async fn a_deleted_file_keeps_the_old_pool_until_rewritten() {
     refused_then_fixed("", "cannot read").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_written_in_two_halves_goes_live_once_complete() {
+/// Writes the config in two halves with a pause between them, the file
+/// first removed if `remove_first`, and another file in the directory
+/// written during the pause if `noise`.
+async fn written_in_two_halves(remove_first: bool, noise: bool) {
     use std::io::Write;
     let (a, b) = two().await;
     let proxy = TestProxy::start(&app("", &[a.addr])).await;
@@ -244,18 +246,64 @@ async fn a_file_written_in_two_halves_goes_live_once_complete() {
         app("", &[b.addr])
     ));
     let (first, second) = whole.split_at(whole.find("[upstreams.app.health_check]").unwrap());
+    if remove_first {
+        std::fs::remove_file(&proxy.config).unwrap();
+    }
     let mut file = std::fs::File::create(&proxy.config).unwrap();
     file.write_all(first.as_bytes()).unwrap();
     file.flush().unwrap();
     // A writer that stalls for several quiet periods mid-file.
-    tokio::time::sleep(switchyard::reload::QUIET_PERIOD * 3).await;
+    let pause = switchyard::reload::QUIET_PERIOD * 3;
+    if noise {
+        write(&proxy.config.with_file_name("other.txt"), "not the config");
+    }
+    tokio::time::sleep(pause).await;
     file.write_all(second.as_bytes()).unwrap();
     drop(file);
     serves_only(&proxy, "b").await;
     let s = proxy.status().await;
-    assert_eq!(s["config"]["snapshot_version"], 2, "exactly one reload");
-    assert_eq!(s["upstreams"][0]["health_check"]["type"], "tcp");
+    assert_eq!(s["upstreams"][0]["health_check"]["type"], "tcp", "{s:#}");
+    assert_eq!(
+        s["config"]["snapshot_version"], 2,
+        "one reload, of the whole file"
+    );
     assert_eq!(reloads(&proxy, "success").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_two_halves_goes_live_once_complete() {
+    written_in_two_halves(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_recreated_in_two_halves_goes_live_once_complete() {
+    written_in_two_halves(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn putting_the_file_back_after_a_failure_is_a_success() {
+    let (a, _b) = two().await;
+    let proxy = TestProxy::start(&app("", &[a.addr])).await;
+    let good = std::fs::read_to_string(&proxy.config).unwrap();
+    write(
+        &proxy.config,
+        &proxy.config_text("[upstreams.app]\nbackends = []\n"),
+    );
+    let r = last_reload(&proxy).await;
+    assert_eq!(r["result"], "failure", "{r:#}");
+    write(&proxy.config, &good);
+    eventually("the restored file to be recorded", || async {
+        let s = proxy.status().await;
+        (s["config"]["last_reload"]["result"] == "success").then_some(())
+    })
+    .await;
+    let m = proxy.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "switchyard_config_last_reload_successful", &[]),
+        1.0
+    );
+    assert_eq!(proxy.status().await["config"]["snapshot_version"], 1);
+    serves_only(&proxy, "a").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
