@@ -384,19 +384,21 @@ async fn reloading_under_load_loses_no_request() {
     let proxy = Arc::new(TestProxy::start_with("watch_config = false\n", &app("", &addrs)).await);
 
     let stop = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let (proxy, stop) = (Arc::clone(&proxy), Arc::clone(&stop));
+        let (proxy, stop, total) = (Arc::clone(&proxy), Arc::clone(&stop), Arc::clone(&total));
         clients.spawn(async move {
             let http = client();
             let (mut sent, mut failures) = (0, Vec::new());
-            let deadline = tokio::time::Instant::now() + DEADLINE;
+            let deadline = tokio::time::Instant::now() + DEADLINE * 2;
             while stop.load(Ordering::SeqCst) == 0
                 && sent < 5_000
                 && tokio::time::Instant::now() < deadline
             {
                 let (status, body) = proxy.get(&http, "/").await;
                 sent += 1;
+                total.fetch_add(1, Ordering::SeqCst);
                 if status != 200 {
                     failures.push(format!("{status} {body}"));
                 }
@@ -414,14 +416,19 @@ async fn reloading_under_load_loses_no_request() {
             .collect();
         write(&proxy.config, &proxy.config_text(&app("", &pool)));
         assert_eq!(proxy.reload().await.0, 200, "reload {round}");
-        proxy.get_ok(&http, "/").await;
+        // Let the clients send a good number of requests on each pool.
+        let until = total.load(Ordering::SeqCst) + 40;
+        eventually("the clients to use the new pool", || async {
+            (total.load(Ordering::SeqCst) >= until).then_some(())
+        })
+        .await;
     }
     // End on `a` alone.
     write(&proxy.config, &proxy.config_text(&app("", &[addrs[0]])));
     assert_eq!(proxy.reload().await.0, 200);
     stop.store(1, Ordering::SeqCst);
     let sent = no_failures(clients).await;
-    assert!(sent >= 100, "the clients sent only {sent} requests");
+    assert!(sent >= 24 * 40, "the clients sent only {sent} requests");
     assert_eq!(proxy.status().await["config"]["snapshot_version"], 26);
 
     let before: Vec<usize> = backends.iter().map(TestBackend::received).collect();
