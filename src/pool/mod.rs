@@ -439,3 +439,71 @@ mod tests {
         }
     }
 }
+
+/// Selection never returns a backend that is down, ejected or removed
+/// while a usable one exists, whatever the mix.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::config::{Outcome, Passive};
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn config(ports: &[u16], balance: &str) -> Config {
+        let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let text = format!(
+            "[upstreams.app]\nbalance = \"{balance}\"\nbackends = [{}]\n\
+             [upstreams.app.health_check]\n",
+            list.join(", ")
+        );
+        crate::config::parse(Path::new("p.toml"), &text).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn selection_avoids_down_ejected_and_removed_backends(
+            // Per backend: 0 usable, 1 failing checks, 2 ejected.
+            states in prop::collection::vec(0u8..3, 2..=10),
+            removed in prop::collection::vec(any::<bool>(), 10),
+            least in any::<bool>(),
+        ) {
+            let balance = if least { "least_connections" } else { "round_robin" };
+            let ports: Vec<u16> = (0..states.len() as u16).map(|i| 4000 + i).collect();
+            let pool = Pool::new(config(&ports, balance));
+            let now = health::now();
+            let eject = Passive { consecutive_failures: 1, ..Passive::default() };
+            {
+                let snapshot = pool.snapshot();
+                for (b, state) in snapshot.route().backends().iter().zip(&states) {
+                    let h = b.state.health();
+                    match state {
+                        1 => { h.record_check(false, "down".into(), (1, 1), now); }
+                        2 => { h.record_failure(&eject, Outcome::Connect, now, now); }
+                        _ => {}
+                    }
+                }
+            }
+            // Remove some backends by reloading without them (keep one).
+            let kept: Vec<u16> = ports
+                .iter()
+                .zip(&removed)
+                .enumerate()
+                .filter(|(i, (_, r))| *i == 0 || !**r)
+                .map(|(_, (p, _))| *p)
+                .collect();
+            pool.install(config(&kept, balance));
+            let snapshot = pool.snapshot();
+            let up = snapshot.route();
+            let any_usable = up.backends().iter().any(|b| b.state.health().usable(health::now()));
+            for _ in 0..3 * states.len() {
+                let (i, _lease) = up.select(&[]).expect("panic mode still picks");
+                let chosen = &up.backends()[i].state;
+                let port = chosen.socket_addr().port();
+                prop_assert!(kept.contains(&port), "picked removed backend {port}");
+                if any_usable {
+                    prop_assert!(chosen.health().usable(health::now()), "picked {port} while a usable one exists");
+                }
+            }
+        }
+    }
+}
