@@ -18,10 +18,29 @@ use super::*;
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
+    resolve: Resolve,
 }
 
-pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Box<ConfigError>> {
-    let src = Source { path, text };
+/// How a `host:port` backend becomes an address.
+#[derive(Clone, Copy)]
+pub(super) enum Resolve {
+    /// Ask the system resolver, once, now.
+    System,
+    /// Refuse every name that is not an IP address: nothing leaves the
+    /// machine (fuzzing, property tests).
+    Offline,
+}
+
+pub(super) fn validate(
+    path: &Path,
+    text: &str,
+    resolve: Resolve,
+) -> Result<Config, Box<ConfigError>> {
+    let src = Source {
+        path,
+        text,
+        resolve,
+    };
     let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let (server, default_name) = src.server(file.server.unwrap_or_default())?;
     let admin = src.admin(file.admin.unwrap_or_default().listen, &server.listen)?;
@@ -434,7 +453,7 @@ impl Source<'_> {
                 (address.into_inner(), span, w)
             }
         };
-        let socket_addr = resolve_backend(&address).map_err(|reason| {
+        let socket_addr = resolve_backend(&address, self.resolve).map_err(|reason| {
             let kind = ErrorKind::BadAddress {
                 value: address.clone(),
                 reason,
@@ -547,7 +566,7 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 /// Parses `ip:port`, or resolves `host:port` once, now.
-fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
+fn resolve_backend(s: &str, resolve: Resolve) -> Result<SocketAddr, String> {
     let addr = match s.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
@@ -558,6 +577,9 @@ fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
             let port: u16 = port
                 .parse()
                 .map_err(|_| format!("`{port}` is not a port number (1 to 65535)"))?;
+            if let Resolve::Offline = resolve {
+                return Err(format!("`{host}` is not resolved offline"));
+            }
             (host, port)
                 .to_socket_addrs()
                 .map_err(|e| format!("cannot resolve `{host}`: {e}"))?

@@ -554,3 +554,54 @@ fn max_ejection_time_below_ejection_time() {
     assert_eq!(e.line(), Some(6));
     says(&e, "shorter than ejection_time (30s)");
 }
+
+mod any_input {
+    //! No input makes the config parser panic: each ends in a config or in
+    //! an error placed inside the file. (The fuzz targets in `fuzz/` run
+    //! the same check for as long as one likes.)
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Parses without DNS, and checks an error's place is in the text.
+    fn check(src: &str) -> Result<(), TestCaseError> {
+        if let Err(e) = switchyard::config::parse_offline(Path::new("f.toml"), src) {
+            let lines = src.split('\n').count();
+            if let Some(p) = &e.position {
+                prop_assert!(p.line >= 1 && p.line <= lines, "line {} of {lines}", p.line);
+                prop_assert!(p.column >= 1);
+            }
+            prop_assert!(!e.to_string().is_empty());
+        }
+        Ok(())
+    }
+
+    fn full_example() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/full.toml");
+        std::fs::read_to_string(path).expect("examples/full.toml")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_text(src in ".{0,400}") {
+            check(&src)?;
+        }
+
+        /// Valid configs with a few characters replaced, deleted or added
+        /// reach far deeper into validation than random text.
+        #[test]
+        fn mutated_full_example(edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<char>()), 1..6)) {
+            let mut chars: Vec<char> = full_example().chars().collect();
+            for (at, op, c) in edits {
+                let i = at.index(chars.len() + 1);
+                match op {
+                    0 if i < chars.len() => chars[i] = c,
+                    1 if i < chars.len() => { chars.remove(i); }
+                    _ => chars.insert(i, c),
+                }
+            }
+            check(&chars.into_iter().collect::<String>())?;
+        }
+    }
+}
