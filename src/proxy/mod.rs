@@ -4,6 +4,7 @@
 //! backend.
 
 mod errors;
+mod framing;
 mod headers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +113,18 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
         }
         ctx.request_id = headers::request_id(session.req_header());
+        if let Err(rejection) = framing::check(session.req_header()) {
+            log::debug!("refused request: {}", rejection.why);
+            // Whatever follows on this connection cannot be trusted to
+            // start where this request ends.
+            session.set_keepalive(None);
+            ctx.local_status = Some(rejection.status);
+            self.metrics.observe_local_response(rejection.status);
+            if let Err(e) = errors::respond(session, rejection.status, &ctx.request_id).await {
+                log::debug!("could not send {} to client: {e}", rejection.status);
+            }
+            return Ok(true);
+        }
         ctx.upstream = Some(Arc::clone(self.pool.snapshot().route()));
         Ok(false)
     }
@@ -227,6 +240,7 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        framing::normalise(upstream_request)?;
         headers::add_forwarded(upstream_request, client_ip, &ctx.request_id)
     }
 

@@ -11,3 +11,4 @@ mod failures;
 mod headers;
 mod health;
 mod reload;
+mod smuggling;

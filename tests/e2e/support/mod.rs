@@ -6,12 +6,15 @@
 pub mod backend;
 pub mod proxy;
 pub mod raw;
+pub mod recording;
+pub mod wire;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use backend::{Behavior, TestBackend};
 pub use proxy::TestProxy;
+pub use recording::RecordingBackend;
 
 /// How long any poll waits before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
