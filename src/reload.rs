@@ -172,6 +172,9 @@ impl Diff {
         if old.default_upstream().name != new.default_upstream().name {
             d.settings.push("default_upstream".to_string());
         }
+        if old.server.limits != new.server.limits {
+            d.settings.push("[server] request limits".to_string());
+        }
         d
     }
 

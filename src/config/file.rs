@@ -29,6 +29,10 @@ pub struct ServerSection {
     pub grace_period: Option<Spanned<String>>,
     pub default_upstream: Option<Spanned<String>>,
     pub watch_config: Option<Spanned<bool>>,
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_uri_bytes: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
 }
 
 /// `[admin]`: the admin listener.

@@ -80,6 +80,45 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// Reload when the file changes. Default true.
     pub watch_config: bool,
+    /// What a client request may be; see [`Limits`].
+    pub limits: Limits,
+}
+
+/// Bounds on a client's request, past which it is answered locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers, in bytes: 431 beyond.
+    pub header_bytes: usize,
+    /// Header fields: 431 beyond.
+    pub headers: usize,
+    /// Request target, in bytes: 414 beyond.
+    pub uri_bytes: usize,
+    /// Body, in bytes: 413 beyond. `None`: no limit.
+    pub body_bytes: Option<u64>,
+}
+
+impl Limits {
+    /// Default [`Limits::header_bytes`]: nginx's four 8 KiB buffers.
+    pub const HEADER_BYTES: usize = 32 * 1024;
+    /// Default [`Limits::headers`], as HAProxy's `tune.http.maxhdr` (101).
+    pub const HEADERS: usize = 100;
+    /// Default [`Limits::uri_bytes`]: one nginx 8 KiB buffer.
+    pub const URI_BYTES: usize = 8 * 1024;
+    /// Largest `max_header_bytes`: Pingora reads no more than this.
+    pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+    /// Largest `max_headers`: Pingora parses no more than this.
+    pub const MAX_HEADERS: usize = 256;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_bytes: Self::HEADER_BYTES,
+            headers: Self::HEADERS,
+            uri_bytes: Self::URI_BYTES,
+            body_bytes: None,
+        }
+    }
 }
 
 /// `[admin]`.

@@ -103,11 +103,45 @@ impl Source<'_> {
             None => DEFAULT_GRACE_PERIOD,
             Some(d) => self.duration(&d, true)?,
         };
+        let limit = |v: &Option<Spanned<i64>>, key, min, max, default: usize| match v {
+            None => Ok(default),
+            Some(n) => self.in_range(n, key, min, max as i64).map(|n| n as usize),
+        };
+        let limits = Limits {
+            header_bytes: limit(
+                &section.max_header_bytes,
+                "max_header_bytes",
+                1024,
+                Limits::MAX_HEADER_BYTES,
+                Limits::HEADER_BYTES,
+            )?,
+            headers: limit(
+                &section.max_headers,
+                "max_headers",
+                1,
+                Limits::MAX_HEADERS,
+                Limits::HEADERS,
+            )?,
+            uri_bytes: limit(
+                &section.max_uri_bytes,
+                "max_uri_bytes",
+                64,
+                Limits::MAX_HEADER_BYTES,
+                Limits::URI_BYTES,
+            )?,
+            body_bytes: match &section.max_body_bytes {
+                None => None,
+                Some(n) => {
+                    Some(self.in_range(n, "max_body_bytes", 0, i64::MAX)? as u64).filter(|&n| n > 0)
+                }
+            },
+        };
         let server = ServerConfig {
             listen,
             threads,
             grace_period,
             watch_config: section.watch_config.is_none_or(|w| *w.get_ref()),
+            limits,
         };
         Ok((server, section.default_upstream))
     }

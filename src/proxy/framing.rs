@@ -15,6 +15,8 @@ use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
+use crate::config::Limits;
+
 /// Why a request is answered locally instead of forwarded.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -25,6 +27,39 @@ pub struct Rejection {
 
 fn reject(status: u16, why: &'static str) -> Result<(), Rejection> {
     Err(Rejection { status, why })
+}
+
+/// Checks a request against `[server]`'s limits: 414 for a long target,
+/// 431 for too many or too large headers, 413 for a declared body too
+/// large (a chunked one is counted as it arrives).
+pub fn check_limits(req: &RequestHeader, limits: &Limits) -> Result<(), Rejection> {
+    if req.raw_path().len() > limits.uri_bytes {
+        return reject(414, "request target longer than max_uri_bytes");
+    }
+    if req.headers.len() > limits.headers {
+        return reject(431, "more header fields than max_headers");
+    }
+    // As on the wire: "METHOD target HTTP/1.1\r\n", "name: value\r\n" each.
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + fields > limits.header_bytes {
+        return reject(431, "request header larger than max_header_bytes");
+    }
+    let declared = req
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let (Some(max), Some(length)) = (limits.body_bytes, declared) {
+        if length > max {
+            return reject(413, "request body larger than max_body_bytes");
+        }
+    }
+    Ok(())
 }
 
 /// Checks a request Pingora has accepted: its target form, its `Host` and

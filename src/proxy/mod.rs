@@ -85,6 +85,9 @@ pub struct RequestCtx {
     reconnect: bool,
     /// Set when the proxy wrote the response itself.
     local_status: Option<u16>,
+    /// `[server] max_body_bytes` for this request, and the body so far.
+    body_limit: Option<u64>,
+    body_bytes: u64,
 }
 
 #[async_trait]
@@ -101,6 +104,8 @@ impl ProxyHttp for Proxy {
             failures: 0,
             reconnect: false,
             local_status: None,
+            body_limit: None,
+            body_bytes: 0,
         }
     }
 
@@ -113,10 +118,14 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
         }
         ctx.request_id = headers::request_id(session.req_header());
-        if let Err(rejection) = framing::check(session.req_header()) {
+        let snapshot = self.pool.snapshot();
+        let limits = &snapshot.config.server.limits;
+        let checked = framing::check(session.req_header())
+            .and_then(|()| framing::check_limits(session.req_header(), limits));
+        if let Err(rejection) = checked {
             log::debug!("refused request: {}", rejection.why);
             // Whatever follows on this connection cannot be trusted to
-            // start where this request ends.
+            // start where this request ends (and its body is not read).
             session.set_keepalive(None);
             ctx.local_status = Some(rejection.status);
             self.metrics.observe_local_response(rejection.status);
@@ -125,8 +134,29 @@ impl ProxyHttp for Proxy {
             }
             return Ok(true);
         }
-        ctx.upstream = Some(Arc::clone(self.pool.snapshot().route()));
+        ctx.body_limit = limits.body_bytes;
+        ctx.upstream = Some(Arc::clone(snapshot.route()));
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A body without Content-Length (chunked) is counted as it comes.
+        let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) else {
+            return Ok(());
+        };
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > limit {
+            session.set_keepalive(None);
+            let why = format!("request body larger than max_body_bytes ({limit})");
+            return Err(Error::explain(ErrorType::HTTPStatus(413), why));
+        }
+        Ok(())
     }
 
     async fn upstream_peer(

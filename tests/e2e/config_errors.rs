@@ -605,3 +605,24 @@ mod any_input {
         }
     }
 }
+
+#[test]
+fn request_limits_are_bounded_by_what_pingora_parses() {
+    let e = err(&format!("[server]\nmax_headers = 300\n{BACKENDS}"));
+    assert_kind!(
+        e,
+        ErrorKind::OutOfRange {
+            key: "max_headers",
+            max: 256,
+            ..
+        }
+    );
+    assert_eq!(place(&e), (2, 15));
+    let config = parse(
+        Path::new("proxy.toml"),
+        &format!("[server]\nmax_body_bytes = 0\n{BACKENDS}"),
+    )
+    .expect("valid");
+    assert_eq!(config.server.limits.body_bytes, None, "0 means no limit");
+    assert_eq!(config.server.limits.headers, 100);
+}

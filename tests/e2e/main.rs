@@ -10,5 +10,6 @@ mod config_errors;
 mod failures;
 mod headers;
 mod health;
+mod limits;
 mod reload;
 mod smuggling;
