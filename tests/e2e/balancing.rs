@@ -72,7 +72,9 @@ async fn least_connections_spreads_evenly_without_load() {
     ))
     .await;
     let http = client();
+    let addrs: Vec<_> = b.iter().map(|x| x.addr).collect();
     for _ in 0..60 {
+        proxy.wait_idle(&addrs).await;
         proxy.get_ok(&http, "/").await;
     }
     for backend in &b {
@@ -119,12 +121,7 @@ async fn least_connections_avoids_a_backend_holding_requests() {
     // wait for the fast ones to be idle again: otherwise a slow machine can
     // show a three-way tie of one in flight each.
     for _ in 0..20 {
-        eventually("the fast backends to be idle", || async {
-            let idle = proxy.in_flight(fast[0].addr).await == 0
-                && proxy.in_flight(fast[1].addr).await == 0;
-            idle.then_some(())
-        })
-        .await;
+        proxy.wait_idle(&[fast[0].addr, fast[1].addr]).await;
         assert_ne!(proxy.get_ok(&http, "/").await, "slow");
     }
     assert_eq!(slow.received(), 1);

@@ -21,11 +21,14 @@ async fn start(backends: &[SocketAddr], settings: &str, tables: &str) -> TestPro
     TestProxy::start(&format!("{}{tables}", app(settings, backends))).await
 }
 
-/// Requests `n` times; returns how many answers came from each name.
+/// Requests `n` times, one at a time, each once no earlier request is
+/// still counted in flight (so least-connections sees no stale load);
+/// returns how many answers came from each name.
 async fn spread(proxy: &TestProxy, n: usize) -> std::collections::BTreeMap<String, usize> {
     let http = client();
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..n {
+        proxy.wait_all_idle().await;
         *seen.entry(proxy.get_ok(&http, "/").await).or_insert(0) += 1;
     }
     seen

@@ -201,6 +201,33 @@ impl TestProxy {
         .await
     }
 
+    /// Waits until none of `backends` has a request in flight. A lease ends
+    /// just after its response is sent, so a client's next request can
+    /// otherwise still see the last one counted.
+    pub async fn wait_idle(&self, backends: &[SocketAddr]) {
+        eventually("the backends to be idle", || async {
+            for b in backends {
+                if self.in_flight(*b).await != 0 {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
+    /// [`wait_idle`](Self::wait_idle) for every backend.
+    pub async fn wait_all_idle(&self) {
+        eventually("every backend to be idle", || async {
+            let status = self.status().await;
+            backends(&status)
+                .iter()
+                .all(|b| b["in_flight"] == 0)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// In-flight count of `backend` as `/status` reports it.
     pub async fn in_flight(&self, backend: SocketAddr) -> u64 {
         self.backend(backend).await["in_flight"]
