@@ -363,8 +363,10 @@ impl Source<'_> {
                 let mut set = Outcomes::empty();
                 for item in list.get_ref() {
                     let name = self.choice(item, "failure", &Outcome::NAMES)?;
-                    let i = Outcome::NAMES.iter().position(|n| *n == name).unwrap_or(0);
-                    set.insert(Outcome::ALL[i]);
+                    Outcome::ALL
+                        .into_iter()
+                        .filter(|o| o.name() == name)
+                        .for_each(|o| set.insert(o));
                 }
                 set
             }

@@ -151,7 +151,7 @@ mod tests {
     use crate::pool::BackendState;
     use std::sync::Arc;
 
-    fn backends(weights: &[u32]) -> Vec<Backend> {
+    pub(super) fn backends(weights: &[u32]) -> Vec<Backend> {
         weights
             .iter()
             .enumerate()
@@ -171,7 +171,7 @@ mod tests {
         |i| u64::from(backends[i].weight)
     }
 
-    fn even(backends: &[Backend]) -> bool {
+    pub(super) fn even(backends: &[Backend]) -> bool {
         backends.windows(2).all(|w| w[0].weight == w[1].weight)
     }
 
@@ -260,30 +260,10 @@ mod tests {
 /// Properties that must hold for any weights, loads and eligibility.
 #[cfg(test)]
 mod properties {
+    use super::tests::{backends, even};
     use super::*;
-    use crate::pool::health::Health;
-    use crate::pool::{BackendState, Lease};
+    use crate::pool::Lease;
     use proptest::prelude::*;
-    use std::sync::Arc;
-
-    fn backends(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Backend {
-                state: Arc::new(BackendState::new(
-                    format!("b{i}"),
-                    format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
-                    Health::new(true, 0),
-                )),
-                weight,
-            })
-            .collect()
-    }
-
-    fn even(weights: &[u32]) -> bool {
-        weights.windows(2).all(|w| w[0] == w[1])
-    }
 
     proptest! {
         /// Over k full cycles (k × the sum of the weights picks), smooth
@@ -299,7 +279,7 @@ mod properties {
             let total: u32 = weights.iter().sum();
             let mut picks = vec![0usize; weights.len()];
             for _ in 0..k * total as usize {
-                picks[rr.pick(&bs, &weight, even(&weights)).unwrap()] += 1;
+                picks[rr.pick(&bs, &weight, even(&bs)).unwrap()] += 1;
             }
             let expected: Vec<usize> = weights.iter().map(|&w| k * w as usize).collect();
             prop_assert_eq!(picks, expected);
@@ -323,7 +303,7 @@ mod properties {
             let eligible = |i: usize| cases[i].2;
             let weight = |i: usize| if eligible(i) { u64::from(weights[i]) } else { 0 };
             let lc = LeastConnections::new(&bs);
-            let picked = lc.pick(&bs, &weight, even(&weights));
+            let picked = lc.pick(&bs, &weight, even(&bs));
             if !(0..bs.len()).any(eligible) {
                 prop_assert_eq!(picked, None);
                 return Ok(());

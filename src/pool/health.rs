@@ -51,7 +51,8 @@ impl LazyNow {
 /// (durations are capped at a day), so time 0 means "long ago".
 pub const ORIGIN: u64 = 2 * 24 * 3600 * 1_000_000_000;
 
-fn nanos(d: Duration) -> u64 {
+/// `d` in nanoseconds, saturating (durations are capped at a day anyway).
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

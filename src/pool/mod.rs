@@ -148,7 +148,7 @@ impl Upstream {
     fn pick(&self, tried: &[usize], candidates: Candidates, now: &LazyNow) -> Option<usize> {
         let ramping = candidates == Candidates::Usable
             && self.slow_start.is_some_and(|window| {
-                let since = now.get().saturating_sub(nanos(window));
+                let since = now.get().saturating_sub(health::nanos(window));
                 self.backends
                     .iter()
                     .any(|b| b.state.health().usable_since() > since)
@@ -227,10 +227,6 @@ impl Upstream {
         });
         f64::from(b.weight) * share as f64 / 1000.0
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Everything a request needs to be routed, consistent with one config.
