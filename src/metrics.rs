@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::config::Outcome;
@@ -35,6 +35,9 @@ pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "switchyard_config_last_reload_s
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
     "switchyard_config_last_reload_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "switchyard_build_info";
+pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
+pub const CLIENT_CONNECTIONS_REFUSED_TOTAL: &str = "switchyard_client_connections_refused_total";
+pub const CLIENT_TIMEOUTS_TOTAL: &str = "switchyard_client_timeouts_total";
 
 /// Request duration buckets in seconds: from a fast local backend (1ms) to
 /// the default read timeout (30s).
@@ -76,6 +79,34 @@ impl CheckResult {
     }
 }
 
+/// The `timeout` labels of `switchyard_client_timeouts_total`: which of
+/// `[server]`'s client timeouts closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTimeout {
+    Header,
+    Body,
+    Keepalive,
+    Send,
+}
+
+impl ClientTimeout {
+    pub const ALL: [ClientTimeout; 4] = [
+        ClientTimeout::Header,
+        ClientTimeout::Body,
+        ClientTimeout::Keepalive,
+        ClientTimeout::Send,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTimeout::Header => "header",
+            ClientTimeout::Body => "body",
+            ClientTimeout::Keepalive => "keepalive",
+            ClientTimeout::Send => "send",
+        }
+    }
+}
+
 /// The server's metrics and the registry they live in.
 pub struct Metrics {
     registry: Registry,
@@ -101,6 +132,12 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload_ok: IntGauge,
     last_reload_success: Gauge,
+    /// Client connections open now.
+    pub client_connections: IntGauge,
+    /// Client connections answered 503 because `max_connections` were open.
+    pub client_connections_refused: IntCounter,
+    /// timeout: client connections closed by one of the client timeouts.
+    client_timeouts: IntCounterVec,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -132,6 +169,9 @@ impl Metrics {
             reloads: counter(CONFIG_RELOADS_TOTAL, "Config reload attempts, by result (success, failure).", &["result"]),
             last_reload_ok: IntGauge::new(CONFIG_LAST_RELOAD_SUCCESSFUL, "1 if the last config reload succeeded (or none was tried), else 0.").expect("valid gauge"),
             last_reload_success: Gauge::new(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP, "Unix time the serving config was loaded.").expect("valid gauge"),
+            client_connections: IntGauge::new(CLIENT_CONNECTIONS, "Client connections open now.").expect("valid gauge"),
+            client_connections_refused: IntCounter::new(CLIENT_CONNECTIONS_REFUSED_TOTAL, "Client connections answered 503 and closed because max_connections were open.").expect("valid counter"),
+            client_timeouts: counter(CLIENT_TIMEOUTS_TOTAL, "Client connections closed because the client was too slow, by timeout (header, body, keepalive, send).", &["timeout"]),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
@@ -146,7 +186,12 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         metrics.last_reload_ok.set(1);
-        let all: [Box<dyn prometheus::core::Collector>; 15] = [
+        for timeout in ClientTimeout::ALL {
+            metrics
+                .client_timeouts
+                .with_label_values(&[timeout.as_str()]);
+        }
+        let all: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -161,6 +206,9 @@ impl Metrics {
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.weight.clone()),
             Box::new(metrics.panic.clone()),
+            Box::new(metrics.client_connections.clone()),
+            Box::new(metrics.client_connections_refused.clone()),
+            Box::new(metrics.client_timeouts.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -229,6 +277,12 @@ impl Metrics {
 
     pub fn observe_ejection(&self, upstream: &str, backend: &str) {
         self.ejections.with_label_values(&[upstream, backend]).inc();
+    }
+
+    pub fn observe_client_timeout(&self, timeout: ClientTimeout) {
+        self.client_timeouts
+            .with_label_values(&[timeout.as_str()])
+            .inc();
     }
 
     pub fn observe_retry(&self, upstream: &str) {

@@ -4,11 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
 use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
@@ -21,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
+use crate::downstream::Connections;
 use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -56,10 +54,12 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
         },
     );
     let proxy = Proxy::new(Arc::clone(&pool), Arc::clone(&metrics), draining);
-    let proxy = Lingering {
-        inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
-        linger: (config.server.grace_period / 2).min(MAX_LINGER),
-    };
+    let proxy = Connections::new(
+        pingora::proxy::http_proxy(&server.configuration, proxy),
+        Arc::clone(&pool),
+        Arc::clone(&metrics),
+        config.server.grace_period,
+    );
     let mut proxy = Service::new("switchyard proxy".to_string(), proxy);
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
@@ -128,36 +128,6 @@ fn runtime_path(config: &Config) -> String {
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
     let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     format!("/tmp/switchyard-{hex}")
-}
-
-/// Longest wait between no longer accepting and dropping idle connections.
-const MAX_LINGER: Duration = Duration::from_secs(2);
-
-/// The proxy application, with its idle connections dropped a little after
-/// the listeners stop rather than at the same moment. Pingora stops
-/// accepting and drops every connection still waiting for a request in one
-/// step, so a connection accepted just before (its request on the wire, not
-/// yet read) would be cut. Waiting part of the grace period lets those
-/// requests be read and answered (with `Connection: close`) first.
-struct Lingering<A> {
-    inner: Arc<A>,
-    linger: Duration,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Lingering<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.inner.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        tokio::time::sleep(self.linger).await;
-        self.inner.cleanup().await;
-    }
 }
 
 /// Sets `draining` when the process starts to hand its sockets to a new one

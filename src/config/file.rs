@@ -33,6 +33,11 @@ pub struct ServerSection {
     pub max_headers: Option<Spanned<i64>>,
     pub max_uri_bytes: Option<Spanned<i64>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// `[admin]`: the admin listener.

@@ -37,6 +37,18 @@ pub const MAX_WEIGHT: u32 = 10_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest `threads`.
 pub const MAX_THREADS: usize = 1024;
+/// Time a client has to send a whole request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client may leave between two reads of its request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle keep-alive client connection stays open.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client may leave between two writes of a response it is not reading.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client connections open at once; each can also hold one to a backend.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest `max_connections`.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// Time between active checks of one backend.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Time one active check may take.
@@ -82,6 +94,39 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// What a client request may be; see [`Limits`].
     pub limits: Limits,
+    /// How long a client may take; see [`ClientTimeouts`].
+    pub client_timeouts: ClientTimeouts,
+    /// Open client connections; one more is answered 503 and closed.
+    /// Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+/// How long a client may take over each part of an exchange before its
+/// connection is closed, so slow or silent clients cannot hold connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// From a new connection, or from the first byte of a request on a
+    /// kept-alive one, until the whole request head has arrived.
+    pub header: Duration,
+    /// Between two reads of a request body (408 if the body stalls).
+    pub body: Duration,
+    /// A kept-alive connection with no request on it. `None`: keep-alive
+    /// is off and every response closes its connection.
+    pub keepalive: Option<Duration>,
+    /// Between two writes of a response to a client that has stopped
+    /// reading.
+    pub send: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: DEFAULT_HEADER_TIMEOUT,
+            body: DEFAULT_BODY_TIMEOUT,
+            keepalive: Some(DEFAULT_KEEPALIVE_TIMEOUT),
+            send: DEFAULT_SEND_TIMEOUT,
+        }
+    }
 }
 
 /// Bounds on a client's request, past which it is answered locally.

@@ -136,12 +136,30 @@ impl Source<'_> {
                 }
             },
         };
+        let client_timeouts = ClientTimeouts {
+            header: self.duration_or(&section.header_timeout, DEFAULT_HEADER_TIMEOUT)?,
+            body: self.duration_or(&section.body_timeout, DEFAULT_BODY_TIMEOUT)?,
+            keepalive: match &section.keepalive_timeout {
+                None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
+                Some(d) => Some(self.duration(d, true)?).filter(|d| !d.is_zero()),
+            },
+            send: self.duration_or(&section.send_timeout, DEFAULT_SEND_TIMEOUT)?,
+        };
+        let max_connections = limit(
+            &section.max_connections,
+            "max_connections",
+            1,
+            MAX_CONNECTIONS,
+            DEFAULT_MAX_CONNECTIONS,
+        )?;
         let server = ServerConfig {
             listen,
             threads,
             grace_period,
             watch_config: section.watch_config.is_none_or(|w| *w.get_ref()),
             limits,
+            client_timeouts,
+            max_connections,
         };
         Ok((server, section.default_upstream))
     }

@@ -18,7 +18,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::Outcome;
-use crate::metrics::Metrics;
+use crate::downstream;
+use crate::metrics::{ClientTimeout, Metrics};
 use crate::pool::{health, Lease, Pool, Upstream};
 
 pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
@@ -110,16 +111,20 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if self.draining.load(Ordering::Relaxed) {
-            // `Connection: close`: the client's next request opens a new
-            // connection, which reaches the new process (or, on shutdown,
-            // is refused cleanly instead of racing the close of an idle
-            // keep-alive connection).
+        downstream::request_started();
+        let snapshot = self.pool.snapshot();
+        let server = &snapshot.config.server;
+        session.set_read_timeout(Some(server.client_timeouts.body));
+        session.set_write_timeout(Some(server.client_timeouts.send));
+        if self.draining.load(Ordering::Relaxed) || server.client_timeouts.keepalive.is_none() {
+            // `Connection: close`. When draining, the client's next request
+            // opens a new connection, which reaches the new process (or, on
+            // shutdown, is refused cleanly instead of racing the close of
+            // an idle keep-alive connection).
             session.set_keepalive(None);
         }
         ctx.request_id = headers::request_id(session.req_header());
-        let snapshot = self.pool.snapshot();
-        let limits = &snapshot.config.server.limits;
+        let limits = &server.limits;
         let checked = framing::check(session.req_header())
             .and_then(|()| framing::check_limits(session.req_header(), limits));
         if let Err(rejection) = checked {
@@ -313,6 +318,16 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        downstream::request_finished();
+        if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Downstream) {
+            match e.etype() {
+                ErrorType::ReadTimedout => self.metrics.observe_client_timeout(ClientTimeout::Body),
+                ErrorType::WriteTimedout => {
+                    self.metrics.observe_client_timeout(ClientTimeout::Send)
+                }
+                _ => {}
+            }
+        }
         let (Some(upstream), Some((_, lease))) = (&ctx.upstream, &ctx.attempt) else {
             return;
         };

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use switchyard::config::{parse, ConfigError, ErrorKind, Probe};
 
@@ -625,4 +626,32 @@ fn request_limits_are_bounded_by_what_pingora_parses() {
     .expect("valid");
     assert_eq!(config.server.limits.body_bytes, None, "0 means no limit");
     assert_eq!(config.server.limits.headers, 100);
+}
+
+#[test]
+fn client_timeouts_and_max_connections_are_checked() {
+    let e = err(&format!("[server]\nheader_timeout = \"soon\"\n{BACKENDS}"));
+    assert_kind!(e, ErrorKind::BadDuration { .. });
+    assert_eq!(place(&e), (2, 18));
+    let e = err(&format!("[server]\nsend_timeout = \"0s\"\n{BACKENDS}"));
+    assert_kind!(e, ErrorKind::BadDuration { .. });
+    let e = err(&format!("[server]\nmax_connections = 0\n{BACKENDS}"));
+    assert_kind!(
+        e,
+        ErrorKind::OutOfRange {
+            key: "max_connections",
+            min: 1,
+            ..
+        }
+    );
+    assert_eq!(place(&e), (2, 19));
+    let config = parse(
+        Path::new("proxy.toml"),
+        &format!("[server]\nkeepalive_timeout = \"0s\"\n{BACKENDS}"),
+    )
+    .expect("valid");
+    let timeouts = config.server.client_timeouts;
+    assert_eq!(timeouts.keepalive, None, "0s turns keep-alive off");
+    assert_eq!(timeouts.header, Duration::from_secs(10));
+    assert_eq!(config.server.max_connections, 10_000);
 }

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod balancing;
 mod binary;
+mod clients;
 mod config_errors;
 mod failures;
 mod headers;

@@ -54,7 +54,10 @@ pub async fn exchange(addr: SocketAddr, name: &str, bytes: &[u8]) -> Exchange {
 
 /// The next response's status and `X-Request-Id`, or `None` at EOF or
 /// reset. Bodies framed by `Content-Length` or chunked are skipped.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Option<String>)> {
+pub async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(u16, Option<String>)> {
     let end = loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             break end;

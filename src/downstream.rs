@@ -1,0 +1,433 @@
+//! Client connections: how many may be open at once, and how long a client
+//! may take before its connection is closed.
+//!
+//! Every accepted connection's stream is wrapped in a [`Guarded`] stream,
+//! which knows what the connection is waiting for and enforces its
+//! deadline:
+//!
+//! - a new connection, or a kept-alive one whose next request has begun,
+//!   must deliver the whole request head within `header_timeout`;
+//! - a kept-alive connection with no request on it is closed after
+//!   `keepalive_timeout`;
+//! - while a request is being served, Pingora's own per-read and per-write
+//!   timeouts apply (`body_timeout`, `send_timeout`), set by the proxy.
+//!
+//! The proxy tells the stream where a request begins and ends through
+//! [`request_started`] and [`request_finished`], which find the connection
+//! through a task-local: Pingora serves every request of an HTTP/1
+//! connection on the connection's own task.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::ClientTimeouts;
+use crate::metrics::{ClientTimeout, Metrics};
+use crate::pool::Pool;
+
+/// Longest wait between no longer accepting and dropping idle connections.
+const MAX_LINGER: Duration = Duration::from_secs(2);
+
+/// What a connection over `max_connections` is told before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 26\r\n\
+    Retry-After: 1\r\n\
+    Connection: close\r\n\r\n\
+    too many open connections\n";
+
+/// How long a refused connection is read (and discarded) after its 503,
+/// so that closing it does not reset the connection before the client has
+/// read the answer.
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// The state of the connection whose task this is.
+    static CONNECTION: Arc<Phase>;
+}
+
+/// Marks the end of the current connection's request head: from here until
+/// [`request_finished`], the connection has no deadline of its own.
+pub fn request_started() {
+    let _ = CONNECTION.try_with(|phase| phase.set(Phase::BUSY));
+}
+
+/// Marks the end of the current connection's request: from here it is idle
+/// until the next request's first byte.
+pub fn request_finished() {
+    let _ = CONNECTION.try_with(|phase| phase.set(Phase::IDLE));
+}
+
+/// What a connection is waiting for, with a generation count in the upper
+/// bits so that every change is seen even if it returns to the same phase.
+/// Only the connection's own task touches it.
+#[derive(Debug)]
+struct Phase(AtomicU32);
+
+impl Phase {
+    /// Waiting for (the rest of) a request head.
+    const HEAD: u32 = 0;
+    /// Serving a request.
+    const BUSY: u32 = 1;
+    /// Kept alive, waiting for a request's first byte.
+    const IDLE: u32 = 2;
+    const MASK: u32 = 3;
+
+    fn load(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, phase: u32) {
+        let generation = (self.load() & !Self::MASK).wrapping_add(Self::MASK + 1);
+        self.0.store(generation | phase, Ordering::Relaxed);
+    }
+}
+
+/// The proxy application behind the connection cap and the client
+/// deadlines. It also drops idle connections a little after the listeners
+/// stop rather than at the same moment: Pingora stops accepting and drops
+/// every connection still waiting for a request in one step, so one
+/// accepted just before (its request on the wire, not yet read) would be
+/// cut. Waiting part of the grace period lets those requests be read and
+/// answered (with `Connection: close`) first.
+pub struct Connections<A> {
+    inner: Arc<A>,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    open: AtomicUsize,
+    linger: Duration,
+}
+
+impl<A> Connections<A> {
+    pub fn new(inner: A, pool: Arc<Pool>, metrics: Arc<Metrics>, grace_period: Duration) -> Self {
+        Connections {
+            inner: Arc::new(inner),
+            pool,
+            metrics,
+            open: AtomicUsize::new(0),
+            linger: (grace_period / 2).min(MAX_LINGER),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let max = self.pool.snapshot().config.server.max_connections;
+        let _open = match Open::take(self, max) {
+            Some(open) => open,
+            None => {
+                refuse(stream, &self.metrics).await;
+                return None;
+            }
+        };
+        let phase = Arc::new(Phase(AtomicU32::new(Phase::HEAD)));
+        let guarded = Guarded::new(
+            stream,
+            Arc::clone(&phase),
+            Arc::clone(&self.pool),
+            Arc::clone(&self.metrics),
+        );
+        CONNECTION
+            .scope(phase, self.inner.process_new(Box::new(guarded), shutdown))
+            .await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(self.linger).await;
+        self.inner.cleanup().await;
+    }
+}
+
+/// One open client connection, counted while it lives.
+struct Open<'a, A> {
+    app: &'a Connections<A>,
+}
+
+impl<'a, A> Open<'a, A> {
+    /// Counts a new connection, unless `max` are already open.
+    fn take(app: &'a Connections<A>, max: usize) -> Option<Self> {
+        if app.open.fetch_add(1, Ordering::Relaxed) >= max {
+            app.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        app.metrics.client_connections.inc();
+        Some(Open { app })
+    }
+}
+
+impl<A> Drop for Open<'_, A> {
+    fn drop(&mut self) {
+        self.app.open.fetch_sub(1, Ordering::Relaxed);
+        self.app.metrics.client_connections.dec();
+    }
+}
+
+/// Answers a connection over the cap with a 503 and closes it.
+async fn refuse(mut stream: Stream, metrics: &Metrics) {
+    metrics.client_connections_refused.inc();
+    log::debug!("refused a client connection: max_connections reached");
+    if stream.write_all(REFUSED).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    // Read what the client sent until it closes, for a moment at most.
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(REFUSED_LINGER, async {
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    })
+    .await;
+}
+
+/// A client stream that closes itself when the client is too slow to send
+/// a request head, or stays idle too long between requests.
+pub struct Guarded {
+    inner: Stream,
+    phase: Arc<Phase>,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    /// The phase value the deadline below was set for.
+    armed: u32,
+    /// The current deadline, if the phase has one.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether any byte of the current request head has arrived.
+    head_begun: bool,
+    /// The deadline passed: every read from now on ends the stream.
+    expired: bool,
+}
+
+impl Guarded {
+    fn new(inner: Stream, phase: Arc<Phase>, pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
+        // Not the initial phase value, so the first read sets the deadline.
+        let armed = u32::MAX;
+        Guarded {
+            inner,
+            phase,
+            pool,
+            metrics,
+            armed,
+            deadline: None,
+            head_begun: false,
+            expired: false,
+        }
+    }
+
+    fn timeouts(&self) -> ClientTimeouts {
+        self.pool.snapshot().config.server.client_timeouts
+    }
+
+    /// Sets the deadline for the phase the connection is in now, if it
+    /// changed since the last read.
+    fn arm(&mut self) {
+        let state = self.phase.load();
+        if state == self.armed {
+            return;
+        }
+        self.armed = state;
+        let timeouts = self.timeouts();
+        let length = match state & Phase::MASK {
+            Phase::HEAD => Some(timeouts.header),
+            Phase::IDLE => {
+                self.head_begun = false;
+                // With keep-alive off the connection closes after each
+                // response; this bounds one that has not yet.
+                Some(timeouts.keepalive.unwrap_or(timeouts.header))
+            }
+            _ => None,
+        };
+        self.deadline = length.map(|length| {
+            let at = Instant::now() + length;
+            match self.deadline.take() {
+                Some(mut sleep) => {
+                    sleep.as_mut().reset(at);
+                    sleep
+                }
+                None => Box::pin(tokio::time::sleep_until(at)),
+            }
+        });
+    }
+
+    /// Bytes arrived: an idle connection's next request has begun.
+    fn received(&mut self) {
+        match self.phase.load() & Phase::MASK {
+            Phase::IDLE => {
+                self.phase.set(Phase::HEAD);
+                self.head_begun = true;
+                self.arm();
+            }
+            Phase::HEAD => self.head_begun = true,
+            _ => {}
+        }
+    }
+
+    /// The read is pending: fails it if the deadline has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(deadline) = self.deadline.as_mut() else {
+            return Poll::Pending;
+        };
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.expired = true;
+        self.deadline = None;
+        let timeouts = self.timeouts();
+        if self.phase.load() & Phase::MASK == Phase::IDLE {
+            self.metrics
+                .observe_client_timeout(ClientTimeout::Keepalive);
+            log::debug!("closed an idle client connection after keepalive_timeout");
+            return Poll::Ready(Ok(()));
+        }
+        self.metrics.observe_client_timeout(ClientTimeout::Header);
+        if !self.head_begun {
+            // Nothing of a request: close quietly, as for an idle one.
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "request head not complete within header_timeout ({})",
+                humantime::format_duration(timeouts.header)
+            ),
+        )))
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Ok(()));
+        }
+        this.arm();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.received();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => this.poll_deadline(cx),
+            error => error,
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Guarded {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for Guarded {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Guarded {}
+
+impl GetTimingDigest for Guarded {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Guarded {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for Guarded {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for Guarded {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .field("expired", &self.expired)
+            .finish_non_exhaustive()
+    }
+}
