@@ -23,6 +23,14 @@ pub trait Balancer: Send + Sync + Debug {
         weight: &dyn Fn(usize) -> u64,
         even: bool,
     ) -> Option<usize>;
+
+    /// The pick `pick` would make if every backend were eligible at its
+    /// configured weight, in constant time; `None` where this balancer has
+    /// no such shortcut. The caller checks that the backend is eligible and
+    /// otherwise calls `pick`.
+    fn pick_all_eligible(&self, _backends: &[Backend], _even: bool) -> Option<usize> {
+        None
+    }
 }
 
 /// Smooth weighted round-robin, as nginx does it: each pick adds every
@@ -95,6 +103,12 @@ impl Balancer for RoundRobin {
         } else {
             self.smooth(backends.len(), weight)
         }
+    }
+
+    fn pick_all_eligible(&self, backends: &[Backend], even: bool) -> Option<usize> {
+        // With all n eligible, `rotate` takes the k-th of n: ticket mod n.
+        let n = backends.len();
+        (even && n > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n)
     }
 }
 

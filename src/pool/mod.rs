@@ -130,6 +130,18 @@ impl Upstream {
     /// Picks a backend not in `tried` and leases a slot on it: a usable one
     /// if there is any; otherwise (panic mode) one of the least bad.
     pub fn select(&self, tried: &[usize]) -> Option<(usize, Lease)> {
+        // The common case in constant time: a first attempt, no slow start
+        // to weigh, and the balancer's pick is usable. Anything else takes
+        // the general path below, which looks at every backend.
+        if tried.is_empty() && self.slow_start.is_none() {
+            if let Some(i) = self.balancer.pick_all_eligible(&self.backends, self.even) {
+                let now = LazyNow::new();
+                let state = &self.backends[i].state;
+                if state.health().usable_lazy(&now) {
+                    return Some((i, state.lease(state.health().attempt_start(&now))));
+                }
+            }
+        }
         // Health can change between deciding the candidates and picking
         // among them (another thread ejects the last usable backend): then
         // decide again rather than answer 503. Each change is a real event,
