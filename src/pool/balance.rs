@@ -25,10 +25,16 @@ pub trait Balancer: Send + Sync + Debug {
     ) -> Option<usize>;
 
     /// The pick `pick` would make if every backend were eligible at its
-    /// configured weight, in constant time; `None` where this balancer has
-    /// no such shortcut. The caller checks that the backend is eligible and
-    /// otherwise calls `pick`.
-    fn pick_all_eligible(&self, _backends: &[Backend], _even: bool) -> Option<usize> {
+    /// configured weight, in constant time, if `eligible` accepts it.
+    /// `None`, with the balancer's state as it was, when it does not, or
+    /// where this balancer has no such shortcut: the caller then calls
+    /// `pick`.
+    fn pick_fast(
+        &self,
+        _backends: &[Backend],
+        _even: bool,
+        _eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         None
     }
 }
@@ -43,13 +49,22 @@ pub trait Balancer: Send + Sync + Debug {
 pub struct RoundRobin {
     next: AtomicUsize,
     scores: Mutex<Vec<i64>>,
+    /// One whole cycle of `smooth`'s picks with every backend eligible,
+    /// for unequal weights: then a pick is a lookup. `None` for equal
+    /// weights, or a cycle too long to keep.
+    cycle: Option<Box<[u32]>>,
 }
+
+/// Longest precomputed cycle (picks), and most work to compute one.
+const MAX_CYCLE: u64 = 1 << 20;
+const MAX_CYCLE_WORK: u64 = 1 << 24;
 
 impl RoundRobin {
     pub fn new(backends: &[Backend]) -> Self {
         RoundRobin {
             next: AtomicUsize::new(0),
             scores: Mutex::new(vec![0; backends.len()]),
+            cycle: smooth_cycle(backends),
         }
     }
 
@@ -105,11 +120,75 @@ impl Balancer for RoundRobin {
         }
     }
 
-    fn pick_all_eligible(&self, backends: &[Backend], even: bool) -> Option<usize> {
-        // With all n eligible, `rotate` takes the k-th of n: ticket mod n.
+    fn pick_fast(
+        &self,
+        backends: &[Backend],
+        even: bool,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        // With all n eligible, `rotate` takes the k-th of n: ticket mod n;
+        // `smooth` takes the next step of its cycle.
         let n = backends.len();
-        (even && n > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n)
+        let ticket = |len: usize| self.next.fetch_add(1, Ordering::Relaxed) % len;
+        let i = match &self.cycle {
+            _ if n == 0 => return None,
+            _ if even => ticket(n),
+            Some(cycle) => cycle[ticket(cycle.len())] as usize,
+            None => return None,
+        };
+        if eligible(i) {
+            return Some(i);
+        }
+        // Hand the ticket back, so that `rotate` takes this turn and the
+        // rotation still moves on by one per pick.
+        self.next.fetch_sub(1, Ordering::Relaxed);
+        None
     }
+}
+
+/// The picks `RoundRobin::smooth` makes over one cycle (as many picks as
+/// the weights add up to) with every backend eligible, computed in
+/// O(cycle × distinct weights) rather than O(cycle × backends): backends of
+/// equal weight always have equal score but for their pick counts, so
+/// within a weight they take turns in index order, and only each weight's
+/// next in turn competes. `None` for equal weights (plain rotation is
+/// already constant time) or a cycle too long to keep.
+fn smooth_cycle(backends: &[Backend]) -> Option<Box<[u32]>> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if backends.windows(2).all(|w| w[0].weight == w[1].weight) || total > MAX_CYCLE {
+        return None;
+    }
+    // Each distinct weight: its backends in index order, and picks so far.
+    let mut classes: Vec<(i64, Vec<u32>, i64)> = Vec::new();
+    for (i, b) in backends.iter().enumerate() {
+        let w = i64::from(b.weight);
+        match classes.iter_mut().find(|c| c.0 == w) {
+            Some(class) => class.1.push(i as u32),
+            None => classes.push((w, vec![i as u32], 0)),
+        }
+    }
+    if total * classes.len() as u64 > MAX_CYCLE_WORK {
+        return None;
+    }
+    let total = total as i64;
+    let mut cycle = Vec::with_capacity(total as usize);
+    for t in 1..=total {
+        // A backend's score after t additions is t × weight − total × its
+        // picks; the highest wins, the lowest index on a tie.
+        let mut best: Option<(i64, u32, usize)> = None;
+        for (k, (w, members, picks)) in classes.iter().enumerate() {
+            let m = members.len() as i64;
+            let next = members[(picks % m) as usize];
+            let score = t * w - total * (picks / m);
+            if best.is_none_or(|(s, i, _)| score > s || (score == s && next < i)) {
+                best = Some((score, next, k));
+            }
+        }
+        let (_, next, k) = best?;
+        classes[k].2 += 1;
+        cycle.push(next);
+    }
+    Some(cycle.into_boxed_slice())
 }
 
 /// Weighted least-connections: the backend with the fewest in-flight
@@ -297,6 +376,29 @@ mod properties {
             }
             let expected: Vec<usize> = weights.iter().map(|&w| k * w as usize).collect();
             prop_assert_eq!(picks, expected);
+        }
+
+        /// The precomputed cycle is exactly what `smooth` picks, twice over.
+        #[test]
+        fn the_precomputed_cycle_is_smooth_round_robin(
+            weights in prop::collection::vec(1u32..=20, 2..=12),
+        ) {
+            prop_assume!(!even(&backends(&weights)));
+            let bs = backends(&weights);
+            let rr = RoundRobin::new(&bs);
+            let cycle = rr.cycle.clone().expect("unequal weights get a cycle");
+            let weight = |i: usize| u64::from(weights[i]);
+            for round in 0..2 {
+                for (step, &expected) in cycle.iter().enumerate() {
+                    let picked = rr.smooth(bs.len(), &weight).unwrap();
+                    prop_assert_eq!(picked, expected as usize, "round {} step {}", round, step);
+                }
+            }
+            let fast: Vec<usize> = (0..cycle.len())
+                .map(|_| rr.pick_fast(&bs, false, &|_| true).unwrap())
+                .collect();
+            let slow: Vec<usize> = cycle.iter().map(|&i| i as usize).collect();
+            prop_assert_eq!(fast, slow);
         }
 
         /// Least-connections never picks a backend with more in flight per
