@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::health::Health;
+use super::least::LoadTree;
 
 /// The live state of one backend of one upstream.
 ///
@@ -77,6 +78,7 @@ impl BackendState {
         Lease {
             backend: Arc::clone(self),
             started: now,
+            tree: None,
         }
     }
 }
@@ -87,9 +89,19 @@ impl BackendState {
 pub struct Lease {
     backend: Arc<BackendState>,
     started: u64,
+    /// The least-connections tree that counts this lease, and the
+    /// backend's leaf in it.
+    tree: Option<(Arc<LoadTree>, usize)>,
 }
 
 impl Lease {
+    /// Counts this lease as backend `i`'s pick in `tree`, and its end.
+    pub(super) fn track(mut self, tree: &Arc<LoadTree>, i: usize) -> Self {
+        tree.picked(i);
+        self.tree = Some((Arc::clone(tree), i));
+        self
+    }
+
     pub fn backend(&self) -> &Arc<BackendState> {
         &self.backend
     }
@@ -105,6 +117,9 @@ impl Drop for Lease {
         // Every lease incremented once in `BackendState::lease`, so this
         // cannot underflow.
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some((tree, i)) = &self.tree {
+            tree.update(*i);
+        }
     }
 }
 

@@ -22,6 +22,20 @@ pub fn now() -> u64 {
     ORIGIN + epoch.elapsed().as_nanos() as u64
 }
 
+/// Counts changes of any backend's usability (checks' verdict, ejection),
+/// so that what caches it (least-connections' tree) knows to look again.
+/// The end of an ejection is not counted: it comes with time, not an event.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a backend's usability has changed, anywhere.
+pub fn changes() -> u64 {
+    CHANGES.load(Ordering::Relaxed)
+}
+
+fn changed() {
+    CHANGES.fetch_add(1, Ordering::Relaxed);
+}
+
 /// [`now`], read at most once and only when needed: selection needs the
 /// time only for a backend that has been ejected, or for slow start, and
 /// reading the clock costs more than the rest of a pick.
@@ -191,6 +205,11 @@ impl Health {
         until == 0 || until <= now.get()
     }
 
+    /// When the latest ejection ends or ended; 0 if never ejected.
+    pub fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
     pub fn ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
     }
@@ -244,6 +263,7 @@ impl Health {
                 self.up_since.store(now, Ordering::Relaxed);
                 self.ever_up.store(true, Ordering::Relaxed);
                 self.active_up.store(true, Ordering::Relaxed);
+                changed();
                 let n = d.passes_in_row;
                 format!("{n} check{} passed in a row", plural(n))
             })
@@ -252,6 +272,7 @@ impl Health {
             d.passes_in_row = 0;
             (up && d.fails_in_row >= unhealthy_threshold).then(|| {
                 self.active_up.store(false, Ordering::Relaxed);
+                changed();
                 let n = d.fails_in_row;
                 format!("{n} check{} failed in a row, last: {message}", plural(n))
             })
@@ -278,6 +299,7 @@ impl Health {
         let mut d = self.detail();
         if !self.active_up.swap(true, Ordering::Relaxed) {
             self.up_since.store(now, Ordering::Relaxed);
+            changed();
         }
         self.ever_up.store(true, Ordering::Relaxed);
         d.passes_in_row = 0;
@@ -344,6 +366,7 @@ impl Health {
         let length = ejection_length(policy, d.ejections_in_row);
         let until = now.saturating_add(nanos(length)).max(1);
         self.ejected_until.store(until, Ordering::Relaxed);
+        changed();
         self.failures_in_row.store(0, Ordering::Relaxed);
         self.probation.store(true, Ordering::Relaxed);
         let what = outcome_text(outcome);

@@ -5,6 +5,7 @@
 mod backend;
 mod balance;
 pub mod health;
+mod least;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -19,6 +20,7 @@ use crate::config::{
     BackendConfig, Balance, Config, HealthCheck, Passive, Timeouts, UpstreamConfig,
 };
 use health::{Health, LazyNow};
+use least::LoadTree;
 
 /// One backend as the current snapshot sees it: shared state plus the
 /// weight this config gives it.
@@ -38,6 +40,8 @@ pub struct Upstream {
     retries: usize,
     backends: Vec<Backend>,
     balancer: Box<dyn Balancer>,
+    /// Least-connections' index of the backends by load.
+    least: Option<Arc<LoadTree>>,
     /// Every configured weight is the same.
     even: bool,
     health_check: Option<Arc<HealthCheck>>,
@@ -86,6 +90,8 @@ impl Upstream {
             timeouts: config.timeouts,
             retries: config.retries,
             even: backends.windows(2).all(|w| w[0].weight == w[1].weight),
+            least: (config.balance == Balance::LeastConnections)
+                .then(|| Arc::new(LoadTree::new(&backends))),
             backends,
             balancer,
             health_check: config.health_check.clone().map(Arc::new),
@@ -134,12 +140,14 @@ impl Upstream {
         // to weigh, and the balancer's pick is usable. Anything else takes
         // the general path below, which looks at every backend.
         if tried.is_empty() && self.slow_start.is_none() {
-            if let Some(i) = self.balancer.pick_all_eligible(&self.backends, self.even) {
-                let now = LazyNow::new();
-                let state = &self.backends[i].state;
-                if state.health().usable_lazy(&now) {
-                    return Some((i, state.lease(state.health().attempt_start(&now))));
-                }
+            let now = LazyNow::new();
+            let usable = |i: usize| self.backends[i].state.health().usable_lazy(&now);
+            let fast = match &self.least {
+                Some(tree) => tree.best().filter(|&i| usable(i)),
+                None => self.balancer.pick_fast(&self.backends, self.even, &usable),
+            };
+            if let Some(i) = fast {
+                return Some((i, self.lease(i, &now)));
             }
         }
         // Health can change between deciding the candidates and picking
@@ -150,11 +158,20 @@ impl Upstream {
             let now = LazyNow::new();
             let candidates = self.candidates(tried, &now)?;
             if let Some(i) = self.pick(tried, candidates, &now) {
-                let state = &self.backends[i].state;
-                return Some((i, state.lease(state.health().attempt_start(&now))));
+                return Some((i, self.lease(i, &now)));
             }
         }
         None
+    }
+
+    /// A lease on backend `i`, counted by least-connections' tree.
+    fn lease(&self, i: usize, now: &LazyNow) -> Lease {
+        let state = &self.backends[i].state;
+        let lease = state.lease(state.health().attempt_start(now));
+        match &self.least {
+            Some(tree) => lease.track(tree, i),
+            None => lease,
+        }
     }
 
     fn pick(&self, tried: &[usize], candidates: Candidates, now: &LazyNow) -> Option<usize> {
@@ -407,6 +424,42 @@ mod tests {
     }
 
     #[test]
+    fn least_connections_takes_back_a_backend_when_its_ejection_ends() {
+        let text = "[upstreams.app]\nbalance = \"least_connections\"\n\
+                    backends = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\n";
+        let pool = Pool::new(crate::config::parse(Path::new("t.toml"), text).unwrap());
+        let snapshot = pool.snapshot();
+        let up = snapshot.route();
+        let eject = Passive {
+            consecutive_failures: 1,
+            ejection_time: Duration::from_millis(50),
+            ..Passive::default()
+        };
+        let now = health::now();
+        let ejected = up.backends()[0].state.health();
+        assert!(ejected
+            .record_failure(&eject, crate::config::Outcome::Connect, now, now)
+            .is_some());
+        // Backend 1 takes everything meanwhile, and stays busy.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (i, lease) = up.select(&[]).unwrap();
+            assert_eq!(i, 1);
+            held.push(lease);
+        }
+        // Nothing happens to backend 0 but time: the tree must notice.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while up.select(&[]).unwrap().0 != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backend 0 never came back"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!ejected.ejected(health::now()));
+    }
+
+    #[test]
     fn select_skips_tried_and_unhealthy() {
         let pool = Pool::new(config(
             r#""127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003""#,
@@ -511,6 +564,60 @@ mod properties {
                 if any_usable {
                     prop_assert!(chosen.health().usable(health::now()), "picked {port} while a usable one exists");
                 }
+            }
+        }
+
+        #[test]
+        fn least_connections_tree_picks_a_least_loaded_usable_backend(
+            weights in prop::collection::vec(1u32..6, 1..40),
+            down in prop::collection::vec(any::<bool>(), 40),
+            // Per step: which backend to lease directly (as a retry or an
+            // older snapshot would), and whether to end the oldest lease.
+            steps in prop::collection::vec((0usize..40, any::<bool>(), any::<bool>()), 1..120),
+        ) {
+            let list: Vec<String> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!("{{ address = \"127.0.0.1:{}\", weight = {w} }}", 5000 + i))
+                .collect();
+            let text = format!(
+                "[upstreams.app]\nbalance = \"least_connections\"\nbackends = [{}]\n\
+                 [upstreams.app.health_check]\n",
+                list.join(", ")
+            );
+            let pool = Pool::new(crate::config::parse(Path::new("p.toml"), &text).unwrap());
+            let snapshot = pool.snapshot();
+            let up = snapshot.route();
+            let n = weights.len();
+            let now = health::now();
+            for (b, &d) in up.backends().iter().zip(&down) {
+                if d {
+                    b.state.health().record_check(false, "down".into(), (1, 1), now);
+                }
+            }
+            let usable: Vec<usize> = (0..n).filter(|&i| !down[i]).collect();
+            let mut held = std::collections::VecDeque::new();
+            for (target, direct, release) in steps {
+                if release {
+                    held.pop_front();
+                }
+                if direct {
+                    held.push_back((target % n, up.lease(target % n, &LazyNow::new())));
+                    continue;
+                }
+                let (i, lease) = up.select(&[]).expect("something is picked");
+                let load = |j: usize| up.backends()[j].state.in_flight() as u64 - u64::from(j == i);
+                let w = |j: usize| u64::from(weights[j]);
+                if !usable.is_empty() {
+                    prop_assert!(usable.contains(&i), "picked {i}, which is down");
+                    for &j in &usable {
+                        prop_assert!(
+                            load(i) * w(j) <= load(j) * w(i),
+                            "picked {i} ({}/{}) over {j} ({}/{})", load(i), w(i), load(j), w(j)
+                        );
+                    }
+                }
+                held.push_back((i, lease));
             }
         }
     }

@@ -1,0 +1,201 @@
+//! Least-connections in logarithmic time: a tournament tree over an
+//! upstream's backends.
+//!
+//! Each leaf is a backend and each inner node holds the index of the best
+//! backend below it, so the root is the pick. Best means usable first, then
+//! fewest in flight per unit of weight, then the earliest turn: each pick
+//! moves the backend's turn on by `TURN / weight`, so equally loaded
+//! backends take turns in proportion to their weights.
+//!
+//! A lease and its release each update one leaf-to-root path. What changes
+//! without passing through this tree is caught by a rebuild: a change of
+//! health anywhere, the end of an ejection, and, every [`REBUILD_EVERY`]
+//! picks on a thread, counts moved by leases of an older snapshot.
+//! Concurrent updates can leave a node briefly out of date; the pick is
+//! then one of the least loaded rather than the least, until the next
+//! update of that path.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::health::{self, LazyNow};
+use super::{Backend, BackendState};
+
+/// An empty leaf (the tree's width is a power of two).
+const NONE: u32 = u32::MAX;
+
+/// One turn at weight 1; weights are at most 10,000, so a turn at any
+/// weight is still a whole number of at least 1,677.
+const TURN: u64 = 1 << 24;
+
+/// Picks on one thread between rebuilds.
+const REBUILD_EVERY: u32 = 1024;
+
+#[derive(Debug)]
+pub struct LoadTree {
+    states: Vec<Arc<BackendState>>,
+    weights: Vec<u64>,
+    turns: Box<[AtomicU64]>,
+    /// Heap order: the root at 1, node k's children at 2k and 2k + 1, the
+    /// leaves from `width` on.
+    nodes: Box<[AtomicU32]>,
+    width: usize,
+    /// [`health::changes`] when the tree was last rebuilt.
+    built_at: AtomicU64,
+    /// The earliest end of an ejection at the last rebuild; 0 if none.
+    wake_at: AtomicU64,
+    rebuilding: AtomicBool,
+}
+
+impl LoadTree {
+    pub fn new(backends: &[Backend]) -> Self {
+        let width = backends.len().next_power_of_two().max(1);
+        let tree = LoadTree {
+            states: backends.iter().map(|b| Arc::clone(&b.state)).collect(),
+            weights: backends.iter().map(|b| u64::from(b.weight)).collect(),
+            turns: backends.iter().map(|_| AtomicU64::new(0)).collect(),
+            nodes: (0..2 * width)
+                .map(|k| {
+                    let leaf = k.checked_sub(width).filter(|&i| i < backends.len());
+                    AtomicU32::new(leaf.map_or(NONE, |i| i as u32))
+                })
+                .collect(),
+            width,
+            built_at: AtomicU64::new(0),
+            wake_at: AtomicU64::new(0),
+            rebuilding: AtomicBool::new(false),
+        };
+        tree.rebuild(health::changes());
+        tree
+    }
+
+    /// The best backend now. Not necessarily usable: with none usable the
+    /// caller chooses another way.
+    pub fn best(&self) -> Option<usize> {
+        let changes = health::changes();
+        let wake_at = self.wake_at.load(Ordering::Relaxed);
+        if changes != self.built_at.load(Ordering::Relaxed)
+            || (wake_at != 0 && wake_at <= health::now())
+            || due_for_rebuild()
+        {
+            self.rebuild(changes);
+        }
+        let root = self
+            .nodes
+            .get(1)
+            .map_or(NONE, |n| n.load(Ordering::Relaxed));
+        (root != NONE).then_some(root as usize)
+    }
+
+    /// Backend `i` was picked: it takes its turn, and its lease counts.
+    pub fn picked(&self, i: usize) {
+        self.turns[i].fetch_add(TURN / self.weights[i], Ordering::Relaxed);
+        self.update(i);
+    }
+
+    /// Backend `i`'s count in flight changed: fix its path to the root.
+    pub fn update(&self, i: usize) {
+        let now = LazyNow::new();
+        let mut node = (self.width + i) / 2;
+        while node >= 1 {
+            let best = self.better(self.child(2 * node), self.child(2 * node + 1), &now);
+            // A load and a store: cheaper than a swap, and a lost race
+            // only leaves a node for the next update to fix.
+            let old = self.nodes[node].load(Ordering::Relaxed);
+            if old != best {
+                self.nodes[node].store(best, Ordering::Relaxed);
+            }
+            // Above here nothing changes unless this node's best did, or
+            // is the backend whose count moved.
+            if old == best && best as usize != i {
+                break;
+            }
+            node /= 2;
+        }
+    }
+
+    fn child(&self, k: usize) -> u32 {
+        self.nodes[k].load(Ordering::Relaxed)
+    }
+
+    /// Recomputes every node from the live state. One thread at a time;
+    /// another that finds a rebuild under way uses the tree as it is.
+    fn rebuild(&self, changes: u64) {
+        if self.rebuilding.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let now = LazyNow::new();
+        // A backend that sat out (ejected, down) rejoins one turn behind
+        // the furthest, rather than winning every tie until it catches up.
+        let furthest = self
+            .turns
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        for turn in self.turns.iter() {
+            turn.fetch_max(furthest.saturating_sub(TURN), Ordering::Relaxed);
+        }
+        for node in (1..self.width).rev() {
+            let best = self.better(self.child(2 * node), self.child(2 * node + 1), &now);
+            self.nodes[node].store(best, Ordering::Relaxed);
+        }
+        let wake_at = self
+            .states
+            .iter()
+            .map(|s| s.health().ejected_until())
+            .filter(|&until| until != 0 && until > now.get())
+            .min()
+            .unwrap_or(0);
+        self.wake_at.store(wake_at, Ordering::Relaxed);
+        self.built_at.store(changes, Ordering::Relaxed);
+        self.rebuilding.store(false, Ordering::Release);
+    }
+
+    /// The better of two nodes' backends (`a` on a tie: it is to the left).
+    fn better(&self, a: u32, b: u32, now: &LazyNow) -> u32 {
+        if a == NONE {
+            return b;
+        }
+        if b == NONE {
+            return a;
+        }
+        let (x, y) = (a as usize, b as usize);
+        let (sx, sy) = (&self.states[x], &self.states[y]);
+        let (ux, uy) = (sx.health().usable_lazy(now), sy.health().usable_lazy(now));
+        if ux != uy {
+            return if ux { a } else { b };
+        }
+        // In flight per weight, compared as fx/wx against fy/wy.
+        let fx = sx.in_flight() as u64 * self.weights[y];
+        let fy = sy.in_flight() as u64 * self.weights[x];
+        match fx.cmp(&fy) {
+            std::cmp::Ordering::Less => a,
+            std::cmp::Ordering::Greater => b,
+            std::cmp::Ordering::Equal => {
+                let (tx, ty) = (
+                    self.turns[x].load(Ordering::Relaxed),
+                    self.turns[y].load(Ordering::Relaxed),
+                );
+                if ty < tx {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+}
+
+/// Counts picks on this thread; true once every [`REBUILD_EVERY`].
+fn due_for_rebuild() -> bool {
+    thread_local! {
+        static PICKS: Cell<u32> = const { Cell::new(0) };
+    }
+    PICKS.with(|picks| {
+        let n = picks.get().wrapping_add(1);
+        picks.set(n);
+        n % REBUILD_EVERY == 0
+    })
+}
