@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod backends;
 mod balancing;
 mod binary;
 mod config_errors;
