@@ -138,6 +138,11 @@ async fn content_length_with_chunked_is_framed_once_by_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsolicited_101_gives_502() {
+    assert_local(&first_then_good(Fault::Switch).await, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_response_head_gives_502() {
     assert_local(&first_then_good(Fault::HugeHead).await, 502);
 }
