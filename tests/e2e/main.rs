@@ -14,3 +14,4 @@ mod health;
 mod limits;
 mod reload;
 mod smuggling;
+mod upgrade;
