@@ -11,6 +11,7 @@ mod config_errors;
 mod failures;
 mod headers;
 mod health;
+mod leaks;
 mod limits;
 mod reload;
 mod smuggling;

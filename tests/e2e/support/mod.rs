@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod binary;
 pub mod faulty;
 pub mod proxy;
 pub mod raw;

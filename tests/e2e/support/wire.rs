@@ -67,8 +67,9 @@ pub struct Reply {
     pub complete: bool,
 }
 
-/// Writes `bytes` on a new connection and reads one response, however it
-/// ends. Bounded by [`DEADLINE`].
+/// Writes `bytes` on a new connection, reads one response however it ends,
+/// then hangs up and waits for the other side to close. Bounded by
+/// [`DEADLINE`].
 pub async fn request(addr: SocketAddr, name: &str, bytes: &[u8]) -> Reply {
     let run = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -84,6 +85,10 @@ pub async fn request(addr: SocketAddr, name: &str, bytes: &[u8]) -> Reply {
             };
         };
         let (body, complete) = read_body(&mut stream, &mut buf, &head).await;
+        // Hang up and wait for the other side to close too, so that its
+        // socket is gone when this returns.
+        let _ = stream.shutdown().await;
+        while matches!(fill(&mut stream, &mut buf).await, Ok(n) if n > 0) {}
         let status = head.get(9..12).and_then(|s| s.parse().ok());
         Reply {
             status,
