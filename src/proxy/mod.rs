@@ -279,6 +279,24 @@ impl ProxyHttp for Proxy {
         headers::add_forwarded(upstream_request, client_ip, &ctx.request_id)
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // After a 101 the backend speaks another protocol on the connection.
+        // A client that asked for no upgrade would read that as HTTP, so
+        // the backend broke the protocol: 502, and the connection is dropped.
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !session.is_upgrade_req()
+        {
+            let why = "101 Switching Protocols to a request without Upgrade";
+            return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_up());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,

@@ -2,27 +2,16 @@
 //! it exit cleanly after in-flight requests, SIGHUP reloads, and `--upgrade`
 //! with SIGQUIT hands the sockets over without losing a request.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::support::binary::{signal, spawn, wait_exit, BinaryConfig, Running};
 use crate::support::{
-    client, closed_port, eventually, no_failures, temp_dir, Behavior, TestBackend, DEADLINE,
+    client, closed_port, eventually, no_failures, Behavior, TestBackend, DEADLINE,
 };
-
-/// Kills the child if the test fails before it exits.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_its_config_and_exits_on_sigterm() {
@@ -81,75 +70,6 @@ async fn the_binary_serves_its_config_and_exits_on_sigterm() {
     .await;
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A config file for the binary in a directory of its own, on free ports.
-struct BinaryConfig {
-    path: PathBuf,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl BinaryConfig {
-    fn new(grace_period: &str, backends: &[SocketAddr]) -> BinaryConfig {
-        let (addr, admin) = (closed_port(), closed_port());
-        let path = temp_dir("bin").join("proxy.toml");
-        let config = BinaryConfig { path, addr, admin };
-        config.write(grace_period, backends);
-        config
-    }
-
-    fn write(&self, grace_period: &str, backends: &[SocketAddr]) {
-        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
-        let text = format!(
-            "[server]\nlisten = [\"{}\"]\nthreads = 1\ngrace_period = \"{grace_period}\"\n\
-             watch_config = false\n[admin]\nlisten = \"{}\"\n[upstreams.app]\nbackends = [{}]\n",
-            self.addr,
-            self.admin,
-            list.join(", ")
-        );
-        std::fs::write(&self.path, text).unwrap();
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for BinaryConfig {
-    fn drop(&mut self) {
-        if let Some(dir) = self.path.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn spawn(config: &Path, upgrade: bool) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.arg("--config").arg(config);
-    if upgrade {
-        cmd.arg("--upgrade");
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Running(child)
-}
-
-fn signal(running: &Running, name: &str) {
-    let pid = running.0.id().to_string();
-    let sent = Command::new("kill").args([name, &pid]).status().unwrap();
-    assert!(sent.success(), "kill {name} {pid}");
-}
-
-async fn wait_exit(running: &mut Running, what: &str) -> std::process::ExitStatus {
-    eventually(what, || {
-        let exited = running.0.try_wait().unwrap();
-        async move { exited }
-    })
-    .await
 }
 
 /// Waits until the binary answers with `name`.

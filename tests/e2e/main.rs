@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod backends;
 mod balancing;
 mod binary;
 mod clients;
@@ -11,6 +12,8 @@ mod config_errors;
 mod failures;
 mod headers;
 mod health;
+mod leaks;
 mod limits;
 mod reload;
 mod smuggling;
+mod upgrade;
