@@ -6,18 +6,18 @@
 //! scrape time, so they can never drift or underflow.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Outcome;
-use crate::pool::{health, Pool, Snapshot};
+use crate::pool::{health, BackendState, Pool, Snapshot};
 
 pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
@@ -105,6 +105,20 @@ impl ClientTimeout {
             ClientTimeout::Send => "send",
         }
     }
+}
+
+/// Status codes whose response counters each backend keeps at hand.
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
+];
+
+/// One backend's response series, resolved on its first response. A
+/// code's counter is created only once that code is seen, so no empty
+/// series appear.
+#[derive(Debug)]
+pub struct BackendSeries {
+    duration: Histogram,
+    common: [OnceLock<IntCounter>; COMMON_CODES.len()],
 }
 
 /// The server's metrics and the registry they live in.
@@ -252,15 +266,30 @@ impl Metrics {
         }
     }
 
-    /// Records a response from a backend. Takes the `StatusCode`, whose
-    /// digits are static text, so the per-request path does not allocate.
-    pub fn observe_response(&self, upstream: &str, backend: &str, code: StatusCode, seconds: f64) {
-        self.requests
-            .with_label_values(&[upstream, backend, code.as_str()])
-            .inc();
-        self.duration
-            .with_label_values(&[upstream, backend])
-            .observe(seconds);
+    /// Records a response from a backend of `upstream`. The backend's
+    /// series are looked up by label once and then kept in its state, so
+    /// the per-request path neither hashes labels nor allocates.
+    pub fn observe_response(
+        &self,
+        upstream: &str,
+        backend: &BackendState,
+        code: StatusCode,
+        seconds: f64,
+    ) {
+        let address = backend.address();
+        let series = backend.series.get_or_init(|| BackendSeries {
+            duration: self.duration.with_label_values(&[upstream, address]),
+            common: Default::default(),
+        });
+        series.duration.observe(seconds);
+        let counter = |code: StatusCode| {
+            self.requests
+                .with_label_values(&[upstream, address, code.as_str()])
+        };
+        match COMMON_CODES.iter().position(|&c| c == code.as_u16()) {
+            Some(k) => series.common[k].get_or_init(|| counter(code)).inc(),
+            None => counter(code).inc(),
+        }
     }
 
     pub fn observe_failure(&self, upstream: &str, backend: &str, kind: Outcome) {

@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::health::Health;
 use super::least::LoadTree;
+use crate::metrics::BackendSeries;
 
 /// The live state of one backend of one upstream.
 ///
@@ -20,6 +21,9 @@ pub struct BackendState {
     health: Health,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// This backend's metric series, looked up on its first response
+    /// rather than by label on every one.
+    pub(crate) series: OnceLock<BackendSeries>,
 }
 
 impl BackendState {
@@ -32,6 +36,7 @@ impl BackendState {
             health,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            series: OnceLock::new(),
         }
     }
 

@@ -367,7 +367,7 @@ impl ProxyHttp for Proxy {
             self.passive(upstream, lease, outcome);
             let seconds = ctx.started.elapsed().as_secs_f64();
             self.metrics
-                .observe_response(upstream.name(), backend.address(), resp.status, seconds);
+                .observe_response(upstream.name(), backend, resp.status, seconds);
         }
     }
 }
