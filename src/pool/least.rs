@@ -9,8 +9,9 @@
 //!
 //! A lease and its release each update one leaf-to-root path. What changes
 //! without passing through this tree is caught by a rebuild: a change of
-//! health anywhere, the end of an ejection, and, every [`REBUILD_EVERY`]
-//! picks on a thread, counts moved by leases of an older snapshot.
+//! health anywhere, the end of an ejection, and, every so many picks on a
+//! thread ([`REBUILD_EVERY`] or more), counts moved by leases of an older
+//! snapshot.
 //! Concurrent updates can leave a node briefly out of date; the pick is
 //! then one of the least loaded rather than the least, until the next
 //! update of that path.
@@ -29,7 +30,9 @@ const NONE: u32 = u32::MAX;
 /// weight is still a whole number of at least 1,677.
 const TURN: u64 = 1 << 24;
 
-/// Picks on one thread between rebuilds.
+/// Picks on one thread between rebuilds, at least; a large pool waits
+/// 16 picks per backend, so a rebuild costs at most 1/16 of a comparison
+/// per pick.
 const REBUILD_EVERY: u32 = 1024;
 
 #[derive(Debug)]
@@ -46,6 +49,8 @@ pub struct LoadTree {
     /// The earliest end of an ejection at the last rebuild; 0 if none.
     wake_at: AtomicU64,
     rebuilding: AtomicBool,
+    /// Picks between periodic rebuilds, for this pool's size.
+    rebuild_every: u32,
 }
 
 impl LoadTree {
@@ -65,6 +70,7 @@ impl LoadTree {
             built_at: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
             rebuilding: AtomicBool::new(false),
+            rebuild_every: REBUILD_EVERY.max(16u32.saturating_mul(backends.len() as u32)),
         };
         tree.rebuild(health::changes());
         tree
@@ -77,7 +83,7 @@ impl LoadTree {
         let wake_at = self.wake_at.load(Ordering::Relaxed);
         if changes != self.built_at.load(Ordering::Relaxed)
             || (wake_at != 0 && wake_at <= health::now())
-            || due_for_rebuild()
+            || due_for_rebuild(self.rebuild_every)
         {
             self.rebuild(changes);
         }
@@ -188,14 +194,14 @@ impl LoadTree {
     }
 }
 
-/// Counts picks on this thread; true once every [`REBUILD_EVERY`].
-fn due_for_rebuild() -> bool {
+/// Counts picks on this thread; true once every `every`.
+fn due_for_rebuild(every: u32) -> bool {
     thread_local! {
         static PICKS: Cell<u32> = const { Cell::new(0) };
     }
     PICKS.with(|picks| {
         let n = picks.get().wrapping_add(1);
         picks.set(n);
-        n % REBUILD_EVERY == 0
+        n % every == 0
     })
 }
