@@ -12,4 +12,5 @@ mod headers;
 mod health;
 mod limits;
 mod reload;
+mod retries;
 mod smuggling;
