@@ -6,6 +6,8 @@
 
 mod errors;
 mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 mod headers;
 mod retry;
 
