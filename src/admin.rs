@@ -129,6 +129,8 @@ fn upstream_status(u: &Upstream) -> Value {
         .map(|i| backend_status(u, i, now))
         .collect();
     let p = u.passive();
+    let budget = u.retry_budget();
+    let (requests, retries) = budget.window().recent(now);
     json!({
         "name": u.name(),
         "balance": u.balance().name(),
@@ -147,6 +149,13 @@ fn upstream_status(u: &Upstream) -> Value {
             "max_ejection_time_ms": millis(p.max_ejection_time),
         },
         "slow_start_ms": u.slow_start().map(millis),
+        "retry_budget": {
+            "ratio": budget.settings().ratio,
+            "min_retries_per_second": budget.settings().min_retries_per_second,
+            "window_ms": millis(crate::config::RETRY_BUDGET_WINDOW),
+            "window_requests": requests,
+            "window_retries": retries,
+        },
         "ready": u.is_ready(),
         "panic": u.in_panic(),
         "panic_reason": u.in_panic().then_some(

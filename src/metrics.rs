@@ -23,6 +23,7 @@ pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
 pub const UPSTREAM_FAILURES_TOTAL: &str = "switchyard_upstream_failures_total";
 pub const RETRIES_TOTAL: &str = "switchyard_retries_total";
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "switchyard_retry_budget_exhausted_total";
 pub const LOCAL_RESPONSES_TOTAL: &str = "switchyard_local_responses_total";
 pub const BACKEND_IN_FLIGHT: &str = "switchyard_backend_in_flight";
 pub const BACKEND_HEALTHY: &str = "switchyard_backend_healthy";
@@ -132,6 +133,8 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     /// upstream: extra attempts made after a failure.
     pub retries: IntCounterVec,
+    /// upstream: retries refused because the retry budget was spent.
+    pub retry_budget_exhausted: IntCounterVec,
     /// code: responses the proxy made itself.
     pub local_responses: IntCounterVec,
     /// upstream, backend, result.
@@ -174,6 +177,7 @@ impl Metrics {
             .expect("valid histogram"),
             upstream_failures: counter(UPSTREAM_FAILURES_TOTAL, "Failed attempts on a backend, by kind (connect, timeout, reset, protocol).", &["upstream", "backend", "kind"]),
             retries: counter(RETRIES_TOTAL, "Extra attempts on another backend after a failure.", &["upstream"]),
+            retry_budget_exhausted: counter(RETRY_BUDGET_EXHAUSTED_TOTAL, "Retries not made because the upstream's retry budget was spent.", &["upstream"]),
             local_responses: counter(LOCAL_RESPONSES_TOTAL, "Responses the proxy made itself (no backend answered), by status code.", &["code"]),
             health_checks: counter(HEALTH_CHECKS_TOTAL, "Active health checks, by result (success, failure, timeout).", &["upstream", "backend", "result"]),
             ejections: counter(BACKEND_EJECTIONS_TOTAL, "Times a backend was ejected after failed requests.", backend),
@@ -205,7 +209,7 @@ impl Metrics {
                 .client_timeouts
                 .with_label_values(&[timeout.as_str()]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 18] = [
+        let all: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -213,6 +217,7 @@ impl Metrics {
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_failures.clone()),
             Box::new(metrics.retries.clone()),
+            Box::new(metrics.retry_budget_exhausted.clone()),
             Box::new(metrics.local_responses.clone()),
             Box::new(metrics.health_checks.clone()),
             Box::new(metrics.ejections.clone()),
@@ -243,7 +248,9 @@ impl Metrics {
         }
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         for upstream in snapshot.upstreams() {
-            self.retries.with_label_values(&[upstream.name()]);
+            for per_upstream in [&self.retries, &self.retry_budget_exhausted] {
+                per_upstream.with_label_values(&[upstream.name()]);
+            }
             for b in upstream.backends() {
                 let backend = [upstream.name(), b.state.address()];
                 known.insert((backend[0].to_string(), backend[1].to_string()));
@@ -318,6 +325,12 @@ impl Metrics {
         self.retries.with_label_values(&[upstream]).inc();
     }
 
+    pub fn observe_retry_budget_exhausted(&self, upstream: &str) {
+        self.retry_budget_exhausted
+            .with_label_values(&[upstream])
+            .inc();
+    }
+
     pub fn observe_local_response(&self, code: u16) {
         self.local_responses
             .with_label_values(&[status_label(code).as_str()])
@@ -361,11 +374,15 @@ impl Metrics {
             false
         });
         let upstreams: HashSet<&str> = known.iter().map(|(u, _)| u.as_str()).collect();
-        for family in self.retries.collect() {
-            for m in family.get_metric() {
-                let u = m.get_label().first().map_or("", |l| l.value());
-                if !upstreams.contains(u) && !snapshot.upstreams().iter().any(|x| x.name() == u) {
-                    let _ = self.retries.remove_label_values(&[u]);
+        let gone =
+            |u: &str| !upstreams.contains(u) && !snapshot.upstreams().iter().any(|x| x.name() == u);
+        for per_upstream in [&self.retries, &self.retry_budget_exhausted] {
+            for family in per_upstream.collect() {
+                for m in family.get_metric() {
+                    let u = m.get_label().first().map_or("", |l| l.value());
+                    if gone(u) {
+                        let _ = per_upstream.remove_label_values(&[u]);
+                    }
                 }
             }
         }

@@ -150,6 +150,7 @@ impl Diff {
                 ("health_check", o.health_check != u.health_check),
                 ("passive_health_check", o.passive != u.passive),
                 ("slow_start", o.slow_start != u.slow_start),
+                ("retry_budget", o.retry_budget != u.retry_budget),
             ]
             .into_iter()
             .filter_map(|(key, changed)| changed.then_some(key))

@@ -61,6 +61,7 @@ pub struct UpstreamSection {
     pub slow_start: Option<Spanned<String>>,
     pub health_check: Option<Spanned<HealthCheckSection>>,
     pub passive_health_check: Option<PassiveSection>,
+    pub retry_budget: Option<RetryBudgetSection>,
 }
 
 /// `[upstreams.NAME.health_check]`: active checks of every backend.
@@ -88,6 +89,15 @@ pub struct PassiveSection {
     pub failures: Option<Spanned<Vec<Spanned<String>>>>,
     pub ejection_time: Option<Spanned<String>>,
     pub max_ejection_time: Option<Spanned<String>>,
+}
+
+/// `[upstreams.NAME.retry_budget]`: how many retries the upstream allows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetSection {
+    /// A fraction; TOML integers (`0`, `1`) are accepted too.
+    pub ratio: Option<Spanned<f64>>,
+    pub min_retries_per_second: Option<Spanned<i64>>,
 }
 
 /// One entry of `backends`: `"127.0.0.1:3001"` or

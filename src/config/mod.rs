@@ -28,6 +28,16 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra attempts after a connect failure, each on a different backend.
 pub const DEFAULT_RETRIES: usize = 2;
+/// Share of an upstream's requests over [`RETRY_BUDGET_WINDOW`] that may
+/// be retries (Envoy's default retry budget is 20%).
+pub const DEFAULT_RETRY_RATIO: f64 = 0.2;
+/// Retries an upstream may make per second whatever its traffic, so that a
+/// quiet upstream can still retry (Envoy's default floor is 3).
+pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 3;
+/// Largest `min_retries_per_second`.
+pub const MAX_MIN_RETRIES_PER_SECOND: u32 = 100_000;
+/// The span of recent traffic the retry budget looks at.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 /// Largest `retries`; the proxy's total attempts are bounded by this plus one.
 pub const MAX_RETRIES: usize = 15;
 /// Largest backend `weight`.
@@ -190,6 +200,28 @@ pub struct UpstreamConfig {
     /// Time over which a backend that became usable ramps up to its full
     /// weight. `None`: no ramp.
     pub slow_start: Option<Duration>,
+    /// How many retries the upstream allows, whatever `retries` says.
+    pub retry_budget: RetryBudget,
+}
+
+/// `[upstreams.NAME.retry_budget]`: over the last [`RETRY_BUDGET_WINDOW`],
+/// retries may be `ratio` of the requests or `min_retries_per_second` per
+/// second of the window, whichever allows more (like Envoy's retry budget).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// 0.0 to 1.0. Default [`DEFAULT_RETRY_RATIO`].
+    pub ratio: f64,
+    /// 0 to [`MAX_MIN_RETRIES_PER_SECOND`]. Default [`DEFAULT_MIN_RETRIES_PER_SECOND`].
+    pub min_retries_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            ratio: DEFAULT_RETRY_RATIO,
+            min_retries_per_second: DEFAULT_MIN_RETRIES_PER_SECOND,
+        }
+    }
 }
 
 /// `[upstreams.NAME.health_check]`.

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::file::{
-    BackendEntry, FileConfig, HealthCheckSection, PassiveSection, ServerSection, UpstreamSection,
+    BackendEntry, FileConfig, HealthCheckSection, PassiveSection, RetryBudgetSection,
+    ServerSection, UpstreamSection,
 };
 use super::*;
 
@@ -248,6 +249,10 @@ impl Source<'_> {
             None => None,
             Some(d) => Some(self.duration(d, true)?).filter(|d| !d.is_zero()),
         };
+        let retry_budget = match u.retry_budget {
+            None => RetryBudget::default(),
+            Some(section) => self.retry_budget(section)?,
+        };
         Ok(UpstreamConfig {
             name,
             balance,
@@ -257,6 +262,36 @@ impl Source<'_> {
             health_check,
             passive,
             slow_start,
+            retry_budget,
+        })
+    }
+
+    fn retry_budget(&self, b: RetryBudgetSection) -> Result<RetryBudget, Box<ConfigError>> {
+        let ratio = match &b.ratio {
+            None => DEFAULT_RETRY_RATIO,
+            Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
+            Some(r) => {
+                let kind = ErrorKind::BadValue {
+                    key: "ratio",
+                    value: r.get_ref().to_string(),
+                    fix: "write a fraction from 0 to 1, like 0.2 for retries up to 20% of requests"
+                        .into(),
+                };
+                return Err(self.error(r.span(), kind));
+            }
+        };
+        let min_retries_per_second = match &b.min_retries_per_second {
+            None => DEFAULT_MIN_RETRIES_PER_SECOND,
+            Some(n) => self.in_range(
+                n,
+                "min_retries_per_second",
+                0,
+                i64::from(MAX_MIN_RETRIES_PER_SECOND),
+            )? as u32,
+        };
+        Ok(RetryBudget {
+            ratio,
+            min_retries_per_second,
         })
     }
 

@@ -16,10 +16,16 @@ use crate::config::{Outcome, Passive};
 /// starts. Every time in this module is one of these, so tests can pass
 /// their own.
 pub fn now() -> u64 {
+    at(Instant::now())
+}
+
+/// `instant` on the clock of [`now`], for a time already read: the proxy
+/// notes each request's start once and reuses it.
+pub fn at(instant: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     // u64 nanoseconds last 584 years.
-    ORIGIN + epoch.elapsed().as_nanos() as u64
+    ORIGIN + instant.saturating_duration_since(epoch).as_nanos() as u64
 }
 
 /// Counts changes of any backend's usability (checks' verdict, ejection),

@@ -4,6 +4,7 @@
 
 mod backend;
 mod balance;
+mod budget;
 pub mod health;
 mod least;
 
@@ -15,6 +16,7 @@ use arc_swap::ArcSwap;
 
 pub use backend::{BackendState, Lease};
 pub use balance::{Balancer, LeastConnections, RoundRobin};
+pub use budget::{Budget, RetryWindow};
 
 use crate::config::{
     BackendConfig, Balance, Config, HealthCheck, Passive, Timeouts, UpstreamConfig,
@@ -47,6 +49,7 @@ pub struct Upstream {
     health_check: Option<Arc<HealthCheck>>,
     passive: Passive,
     slow_start: Option<Duration>,
+    retry_budget: Budget,
 }
 
 /// Which backends a pick may choose from.
@@ -97,6 +100,7 @@ impl Upstream {
             health_check: config.health_check.clone().map(Arc::new),
             passive: config.passive,
             slow_start: config.slow_start,
+            retry_budget: Budget::new(config.retry_budget, registry.window(&config.name)),
         }
     }
 
@@ -131,6 +135,11 @@ impl Upstream {
 
     pub fn slow_start(&self) -> Option<Duration> {
         self.slow_start
+    }
+
+    /// How many retries the upstream's recent traffic allows.
+    pub fn retry_budget(&self) -> &Budget {
+        &self.retry_budget
     }
 
     /// Picks a backend not in `tried` and leases a slot on it: a usable one
@@ -280,11 +289,13 @@ impl Snapshot {
     }
 }
 
-/// Backend states by (upstream, address). Weak, so a backend that no
-/// snapshot lists goes away once its last lease ends.
+/// Backend states by (upstream, address), and retry windows by upstream.
+/// Weak, so a backend that no snapshot lists goes away once its last lease
+/// ends, and an upstream's window once no snapshot lists the upstream.
 #[derive(Debug, Default)]
 struct Registry {
     states: HashMap<(String, String), Weak<BackendState>>,
+    windows: HashMap<String, Weak<RetryWindow>>,
 }
 
 impl Registry {
@@ -311,6 +322,17 @@ impl Registry {
         state
     }
 
+    /// The retry window of `upstream`: the one it had if it stays.
+    fn window(&mut self, upstream: &str) -> Arc<RetryWindow> {
+        if let Some(window) = self.windows.get(upstream).and_then(Weak::upgrade) {
+            return window;
+        }
+        let window = Arc::new(RetryWindow::default());
+        self.windows
+            .insert(upstream.to_string(), Arc::downgrade(&window));
+        window
+    }
+
     fn is_live(&self, upstream: &str, address: &str) -> bool {
         let key = (upstream.to_string(), address.to_string());
         self.states.get(&key).is_some_and(|w| w.strong_count() > 0)
@@ -318,6 +340,7 @@ impl Registry {
 
     fn prune(&mut self) {
         self.states.retain(|_, w| w.strong_count() > 0);
+        self.windows.retain(|_, w| w.strong_count() > 0);
     }
 }
 
@@ -457,6 +480,25 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(!ejected.ejected(health::now()));
+    }
+
+    #[test]
+    fn install_keeps_the_retry_window_of_upstreams_that_stay() {
+        let pool = Pool::new(config(r#""127.0.0.1:3001""#));
+        let now = health::now();
+        pool.snapshot().route().retry_budget().record_request(now);
+        let text = "[upstreams.app]\nbackends = [\"127.0.0.1:3002\"]\n\
+                    [upstreams.app.retry_budget]\nratio = 0.5\n\
+                    [upstreams.other]\nbackends = [\"127.0.0.1:3003\"]\n\
+                    [server]\ndefault_upstream = \"app\"\n";
+        pool.install(crate::config::parse(Path::new("test.toml"), text).unwrap());
+        let snapshot = pool.snapshot();
+        let app = snapshot.route().retry_budget();
+        assert_eq!(app.settings().ratio, 0.5);
+        assert_eq!(app.window().recent(now), (1, 0));
+        let other = &snapshot.upstreams()[1];
+        assert_eq!(other.name(), "other");
+        assert_eq!(other.retry_budget().window().recent(now), (0, 0));
     }
 
     #[test]

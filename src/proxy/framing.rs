@@ -153,7 +153,7 @@ pub fn normalise(req: &mut RequestHeader) -> pingora::Result<()> {
 }
 
 /// The one value every `Content-Length` line and list element agrees on.
-fn agreed_content_length(req: &RequestHeader) -> Option<u64> {
+pub(super) fn agreed_content_length(req: &RequestHeader) -> Option<u64> {
     let mut agreed = None;
     for value in req.headers.get_all(CONTENT_LENGTH) {
         for n in value.to_str().ok()?.split(',').map(str::trim) {

@@ -24,7 +24,7 @@ pub fn request_id(req: &RequestHeader) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-fn is_valid_request_id(v: &str) -> bool {
+pub(super) fn is_valid_request_id(v: &str) -> bool {
     (1..=MAX_REQUEST_ID_LEN).contains(&v.len())
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))

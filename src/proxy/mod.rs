@@ -1,11 +1,15 @@
 //! The data plane: Switchyard's `ProxyHttp`. Each request loads the pool
 //! snapshot once, picks a backend with the upstream's balancer, holds an
-//! in-flight lease for the attempt, and retries connect failures on another
-//! backend.
+//! in-flight lease for the attempt, and retries a failed attempt on another
+//! backend when that is safe (`retry.rs`) and the upstream's retry budget
+//! allows it.
 
 mod errors;
 mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 mod headers;
+mod retry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,6 +70,16 @@ impl Proxy {
         if let Some(ejection) = health.record_failure(upstream.passive(), outcome, started, now) {
             crate::health::report_ejection(&self.metrics, upstream.name(), backend, &ejection);
         }
+    }
+
+    /// Takes one retry from `upstream`'s budget; counts it when spent.
+    fn take_retry(&self, upstream: &Upstream) -> bool {
+        if upstream.retry_budget().try_retry(health::now()) {
+            return true;
+        }
+        log::debug!("retry budget of upstream {} spent", upstream.name());
+        self.metrics.observe_retry_budget_exhausted(upstream.name());
+        false
     }
 }
 
@@ -178,7 +192,12 @@ impl ProxyHttp for Proxy {
                 return Ok(peer_for(&upstream, lease));
             }
         }
-        if !ctx.tried.is_empty() {
+        if ctx.tried.is_empty() {
+            // The start time already read spares a clock read per request.
+            upstream
+                .retry_budget()
+                .record_request(health::at(ctx.started));
+        } else {
             // A retry chooses from the pool as it is now: a reload since the
             // first attempt may have removed backends.
             let current = Arc::clone(self.pool.snapshot().route());
@@ -213,7 +232,8 @@ impl ProxyHttp for Proxy {
         if let (Some(upstream), Some((_, lease))) = (&ctx.upstream, ctx.attempt.take()) {
             self.record_failure(upstream, &lease, Outcome::Connect);
             ctx.failures += 1;
-            e.set_retry(ctx.failures <= upstream.retries() && upstream.has_untried(&ctx.tried));
+            let may_retry = ctx.failures <= upstream.retries() && upstream.has_untried(&ctx.tried);
+            e.set_retry(may_retry && self.take_retry(upstream));
         }
         e
     }
@@ -226,12 +246,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        // Only a request that can be sent again unchanged, and only while
-        // nothing of a response has reached the client.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
-            && session.response_written().is_none();
+        let replayable = retry::replayable(session);
         let kind = errors::failure_kind(&e);
         ctx.reconnect = false;
         e.set_retry(false);
@@ -252,7 +268,9 @@ impl ProxyHttp for Proxy {
             ctx.reconnect = true;
         } else if let Some(upstream) = ctx.upstream.clone().filter(|_| ctx.attempt.is_some()) {
             // A new connection failed before any answer: the backend did.
-            let may_retry = ctx.failures < upstream.retries() && upstream.has_untried(&ctx.tried);
+            let may_retry = ctx.failures < upstream.retries()
+                && upstream.has_untried(&ctx.tried)
+                && self.take_retry(&upstream);
             e.set_retry(may_retry);
             if may_retry {
                 // Counted here, as `logging` sees only the last attempt.

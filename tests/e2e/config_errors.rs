@@ -556,6 +556,56 @@ fn max_ejection_time_below_ejection_time() {
     says(&e, "shorter than ejection_time (30s)");
 }
 
+#[test]
+fn retry_budget_settings_and_defaults() {
+    let config = parse(Path::new("proxy.toml"), BACKENDS).expect("valid");
+    let budget = config.upstreams[0].retry_budget;
+    assert_eq!((budget.ratio, budget.min_retries_per_second), (0.2, 3));
+    let src = with_table("retry_budget", "ratio = 0\nmin_retries_per_second = 0\n");
+    let config = parse(Path::new("proxy.toml"), &src).expect("valid");
+    let budget = config.upstreams[0].retry_budget;
+    assert_eq!((budget.ratio, budget.min_retries_per_second), (0.0, 0));
+    let src = with_table("retry_budget", "ratio = 1\n");
+    let config = parse(Path::new("proxy.toml"), &src).expect("an integer ratio is fine");
+    assert_eq!(config.upstreams[0].retry_budget.ratio, 1.0);
+}
+
+#[test]
+fn retry_budget_ratio_must_be_a_fraction() {
+    for bad in ["1.5", "-0.1", "nan", "inf"] {
+        let e = err(&with_table("retry_budget", &format!("ratio = {bad}\n")));
+        assert_kind!(e, ErrorKind::BadValue { key: "ratio", .. });
+        assert_eq!(place(&e), (5, 9), "{e}");
+        says(&e, "write a fraction from 0 to 1, like 0.2");
+    }
+    let e = err(&with_table("retry_budget", "ratio = \"20%\"\n"));
+    assert_kind!(e, ErrorKind::WrongType { .. });
+    assert_eq!(e.line(), Some(5));
+}
+
+#[test]
+fn retry_budget_floor_out_of_range_and_unknown_keys() {
+    let e = err(&with_table(
+        "retry_budget",
+        "\nmin_retries_per_second = -1\n",
+    ));
+    assert_kind!(
+        e,
+        ErrorKind::OutOfRange {
+            key: "min_retries_per_second",
+            value: -1,
+            ..
+        }
+    );
+    assert_eq!(place(&e), (6, 26));
+    let e = err(&with_table("retry_budget", "min_retry_per_second = 3\n"));
+    assert_eq!(
+        unknown_key(&e),
+        ("min_retry_per_second", Some("min_retries_per_second"))
+    );
+    assert_eq!(place(&e), (5, 1));
+}
+
 mod any_input {
     //! No input makes the config parser panic: each ends in a config or in
     //! an error placed inside the file. (The fuzz targets in `fuzz/` run

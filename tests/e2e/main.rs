@@ -15,5 +15,6 @@ mod health;
 mod leaks;
 mod limits;
 mod reload;
+mod retries;
 mod smuggling;
 mod upgrade;

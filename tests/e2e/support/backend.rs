@@ -27,6 +27,8 @@ pub enum Behavior {
     Hang,
     /// Answers with this status and its name.
     Status(u16),
+    /// 200 with its name and the length of the request body it read.
+    BodyLength,
 }
 
 /// A running backend. Stops when dropped.
@@ -165,8 +167,17 @@ async fn answer(
     }
     shared.headers.lock().unwrap().push(req.headers().clone());
     shared.received.fetch_add(1, Ordering::SeqCst);
+    if let Behavior::BodyLength = behavior {
+        use http_body_util::BodyExt;
+        let length = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes().len().to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        let body = Bytes::from(format!("{name} {length}\n"));
+        return Ok(Response::new(Full::new(body)));
+    }
     let status = match behavior {
-        Behavior::Name => 200,
+        Behavior::Name | Behavior::BodyLength => 200,
         Behavior::Status(code) => code,
         Behavior::Gated(mut gate) => {
             let _ = gate.wait_for(|open| *open).await;

@@ -1,7 +1,10 @@
 //! A backend that writes fixed bytes, for answers a well-behaved HTTP
-//! server will not give: a 1xx then silence, a body cut short.
+//! server will not give: a 1xx then silence, a body cut short, a close
+//! after reading the whole request and before answering.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -15,9 +18,14 @@ pub enum Then {
     Close,
 }
 
-/// Answers every request with `reply`, then hangs or closes. Stops when dropped.
+/// Longest request (head and body) read; a longer one is not answered.
+const MAX_REQUEST: usize = 1024 * 1024;
+
+/// Reads a request's head and its `Content-Length` body, then answers every
+/// request with `reply`, then hangs or closes. Stops when dropped.
 pub struct RawBackend {
     pub addr: SocketAddr,
+    received: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -25,18 +33,22 @@ impl RawBackend {
     pub async fn start(reply: &'static [u8], then: Then) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&received);
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((mut stream, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
                 connections.spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                    while request.len() < MAX_REQUEST && !complete(&request) {
                         match stream.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => request.extend_from_slice(&buf[..n]),
                         }
                     }
+                    counter.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.write_all(reply).await;
                     if let Then::Hang = then {
                         std::future::pending::<()>().await;
@@ -44,8 +56,33 @@ impl RawBackend {
                 });
             }
         });
-        RawBackend { addr, task }
+        RawBackend {
+            addr,
+            received,
+            task,
+        }
     }
+
+    /// Requests read whole so far.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether `request` holds a whole head and the body its `Content-Length`
+/// declares.
+fn complete(request: &[u8]) -> bool {
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&request[..end]);
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    request.len() >= end + 4 + length
 }
 
 impl Drop for RawBackend {
