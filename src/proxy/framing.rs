@@ -129,6 +129,10 @@ fn check_transfer_encoding(req: &RequestHeader) -> Result<(), Rejection> {
     if chunked > 1 {
         return reject(400, "chunked applied more than once");
     }
+    if chunked == 0 && req.headers.contains_key(TRANSFER_ENCODING) {
+        // Empty or only commas: no framing a backend could agree on.
+        return reject(400, "empty Transfer-Encoding");
+    }
     Ok(())
 }
 
@@ -216,6 +220,16 @@ mod tests {
         assert_eq!(status(&request("GET", "http://a.test/p", &host)), 0);
         assert_eq!(status(&request("GET", "HTTPS://a.test", &host)), 0);
         assert_eq!(status(&request("OPTIONS", "*", &host)), 0);
+    }
+
+    #[test]
+    fn refuses_an_empty_transfer_encoding() {
+        for te in ["", " ", ",", " , ,"] {
+            let headers = [("host", "a.test"), ("transfer-encoding", te)];
+            assert_eq!(status(&request("POST", "/", &headers)), 400, "{te:?}");
+        }
+        let chunked = [("host", "a.test"), ("transfer-encoding", ", chunked")];
+        assert_eq!(status(&request("POST", "/", &chunked)), 0);
     }
 
     #[test]
