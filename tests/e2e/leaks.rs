@@ -69,8 +69,10 @@ impl Watched {
         std::fs::read_dir(dir).expect("the process runs").count()
     }
 
-    /// `switchyard_backend_in_flight` summed over backends.
-    async fn in_flight(&self) -> f64 {
+    /// Leases held (`switchyard_backend_in_flight`, summed) plus client
+    /// connections still open, each a task of its own: 0 once every
+    /// request's state and task has ended.
+    async fn busy(&self) -> f64 {
         let get = b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n";
         let reply = request(self.config.admin, "/metrics", get).await;
         assert_eq!(reply.status, Some(200), "{reply:?}");
@@ -78,13 +80,16 @@ impl Watched {
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics parses");
         metric_sum(&scrape, "switchyard_backend_in_flight", &[])
+            + metric_sum(&scrape, "switchyard_client_connections", &[])
     }
 
-    /// Waits until the process holds `fds` descriptors and no lease.
+    /// Waits until the process holds `fds` descriptors, no lease and no
+    /// client connection.
     async fn settle(&self, fds: usize, after: &str) {
-        eventually(&format!("{fds} fds and no lease after {after}"), || async {
-            (self.fds() == fds && self.in_flight().await == 0.0).then_some(())
-        })
+        eventually(
+            &format!("{fds} fds, no lease and no client task after {after}"),
+            || async { (self.fds() == fds && self.busy().await == 0.0).then_some(()) },
+        )
         .await;
     }
 
@@ -99,7 +104,7 @@ impl Watched {
 async fn baseline(watched: &Watched) -> usize {
     eventually("a settled descriptor count", || async {
         let before = watched.fds();
-        let idle = watched.in_flight().await == 0.0;
+        let idle = watched.busy().await == 0.0;
         (idle && watched.fds() == before).then_some(before)
     })
     .await
