@@ -20,6 +20,7 @@
 #   RATE [5000] req/s, over RATE_CONNS [100] connections, for the fixed-rate run
 #   SLOW_MS [20]  SLOW_RATE [RATE] over SLOW_CONNS [200] connections
 #   PROXY_CPU [0]  LOAD_CPU [1]  QUICK [0]  KEEP_TMP [0]: keep configs and logs
+#   TIME_LIMIT [generous] seconds after the build before the whole run is stopped
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,12 +62,15 @@ PROXIES=(switchyard nginx haproxy)
 SLOW_VARIANTS=(switchyard-rr switchyard-lc nginx-lc haproxy-lc)
 
 for v in ROUNDS DURATION WARMUP CONNS MANY_CONNS IDLE_CONNS RATE RATE_CONNS \
-	SLOW_MS SLOW_RATE SLOW_CONNS PROXY_CPU LOAD_CPU; do
+	SLOW_MS SLOW_RATE SLOW_CONNS PROXY_CPU LOAD_CPU ${TIME_LIMIT:+TIME_LIMIT}; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && WARMUP >= 1)) || die "ROUNDS, DURATION and WARMUP must be at least 1"
 (($(nproc) >= 2)) || die "needs two CPUs: one for the proxy, one for the load and the backends"
 ((PROXY_CPU != LOAD_CPU)) || die "PROXY_CPU and LOAD_CPU must differ"
+for cpu in "$PROXY_CPU" "$LOAD_CPU"; do
+	taskset -c "$cpu" true 2>/dev/null || die "cannot run on CPU $cpu; set PROXY_CPU and LOAD_CPU to CPUs of $(taskset -pc $$ | awk '{print $NF}')"
+done
 
 install_traps
 add_sbin_to_path
@@ -102,7 +106,7 @@ PORT_SWITCHYARD=${PORTS[4]} PORT_ADMIN=${PORTS[5]} PORT_NGINX=${PORTS[6]} PORT_H
 
 # A generous bound on the whole run: 23 runs a round, each with its warm-up,
 # start, stop and the load tools' own slack.
-start_watchdog $((ROUNDS * 23 * (DURATION + WARMUP + 30) + 600))
+start_watchdog "${TIME_LIMIT:-$((ROUNDS * 23 * (DURATION + WARMUP + 30) + 600))}"
 start_backends
 
 STARTED_AT=$SECONDS

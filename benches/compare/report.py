@@ -151,7 +151,9 @@ def render(args):
         ("slow_rate", "requests sent per second", "= target"),
         ("slow_churn", "new backend connections per run", "lower"),
     ]
-    slow_ratios = [("Sw. least_conn. / nginx", "switchyard-lc", "nginx-lc"),
+    slow_ratios = [("Sw. round_robin / nginx", "switchyard-rr", "nginx-lc"),
+                   ("Sw. round_robin / HAProxy", "switchyard-rr", "haproxy-lc"),
+                   ("Sw. least_conn. / nginx", "switchyard-lc", "nginx-lc"),
                    ("Sw. least_conn. / HAProxy", "switchyard-lc", "haproxy-lc")]
     print(table(slow_rows, SLOW_TARGETS, SLOW_HEADS, slow_ratios, values, flagged))
     print()
