@@ -54,7 +54,7 @@ measure_keepalive() {
 		record rps64 "$t" "$(wrk_rps)" "$flag"
 		record p50_64 "$t" "$(calc "${WRK[p50_us]} / 1000")" "$flag"
 		record p99_64 "$t" "$(calc "${WRK[p99_us]} / 1000")" "$flag"
-		record churn64 "$t" $((a1 - a0 - 1))
+		record churn64 "$t" "$(accepts_between "$a0" "$a1")"
 		[[ -n $TARGET_PID ]] && ((WRK[requests] > 0)) &&
 			record cpu_us "$t" "$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / ${WRK[requests]}")" "$flag"
 	else
@@ -100,7 +100,7 @@ h2load_run() {
 	record "${prefix}_p99" "$t" "$(calc "$p99 / 1000")" "$flag"
 	record "${prefix}_p999" "$t" "$(calc "$p999 / 1000")" "$flag"
 	record "${prefix}_rate" "$t" "$achieved" "$flag"
-	record "${prefix}_churn" "$t" $((a1 - a0 - 1))
+	record "${prefix}_churn" "$t" "$(accepts_between "$a0" "$a1")"
 }
 
 # measure_fixed TARGET: latency at a fixed RATE every target sustains.
@@ -120,7 +120,7 @@ measure_many() {
 		a1=$(backend_accepts)
 		flag=$(wrk_flag)
 		record rps1000 "$t" "$(wrk_rps)" "$flag"
-		record churn1000 "$t" $((a1 - a0 - 1))
+		record churn1000 "$t" "$(accepts_between "$a0" "$a1")"
 		[[ -n $TARGET_PID ]] &&
 			record hwm1000 "$t" "$(calc "$(mem_kib "$TARGET_PID" VmHWM) / 1024")"
 	else

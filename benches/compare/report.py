@@ -162,8 +162,11 @@ def render(args):
         print()
         print("⚠ suspect runs:")
         print()
+        runs = collections.defaultdict(list)
         for metric, target, rnd, why in flags:
-            print(f"- round {rnd}, {target}, {metric}: {why}")
+            runs[(rnd, target, why)].append(metric)
+        for (rnd, target, why), metrics in runs.items():
+            print(f"- round {rnd}, {target} ({', '.join(metrics)}): {why}")
 
 
 def main():

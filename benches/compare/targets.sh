@@ -55,9 +55,15 @@ backend_cpus() {
 }
 
 # backend_accepts: connections the backends have accepted so far, this
-# query's own included.
+# query's own included; empty if stub_status does not answer.
 backend_accepts() {
-	curl -s --max-time 5 "http://127.0.0.1:$PORT_STATUS/" | awk 'NR == 3 {print $1}'
+	{ curl -s --max-time 5 "http://127.0.0.1:$PORT_STATUS/" || true; } | awk 'NR == 3 {print $1}'
+}
+
+# accepts_between A0 A1: new backend connections between two readings of
+# backend_accepts (the second reading's own connection left out), or nan.
+accepts_between() {
+	if [[ -n $1 && -n $2 ]]; then echo $(($2 - $1 - 1)); else echo nan; fi
 }
 
 # backend_list KIND SET: the backends in KIND's config syntax; SET is
@@ -82,6 +88,7 @@ backend_list() {
 # direct) and TARGET_PORT.
 start_target() {
 	local kind=$1 threads=$2 balance=$3 set=$4 cpus=$5 conf pin=()
+	TARGET_NAME=$kind
 	[[ -n $cpus ]] && pin=(taskset -c "$cpus")
 	conf=$WORK_DIR/$kind.conf
 	case $kind in
@@ -123,8 +130,12 @@ start_target() {
 	wait_ready "$TARGET_PORT" "$TARGET_PID" "$logfile"
 }
 
+# stop_target: stop the target; a proxy that is already gone crashed or was
+# killed during the run, which marks the round as suspect.
 stop_target() {
 	[[ -z $TARGET_PID ]] && return 0
+	alive "$TARGET_PID" ||
+		record exited "$TARGET_NAME" nan "the proxy exited during the run (log: $WORK_DIR)"
 	stop_pid "$TARGET_PID"
 	unregister "$TARGET_PID"
 	TARGET_PID=""
