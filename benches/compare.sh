@@ -92,6 +92,7 @@ if ((IDLE_CONNS > HAPROXY_MAX_CONNS - 50)); then
 		"holding $((HAPROXY_MAX_CONNS - 50)) idle connections instead of $IDLE_CONNS"
 	IDLE_CONNS=$((HAPROXY_MAX_CONNS - 50))
 fi
+((IDLE_CONNS >= 100 && MANY_CONNS < MAX_CONNS)) || die "ulimit -n ($NOFILE) is too low for this benchmark"
 
 log "building Switchyard (cargo build --release)"
 bounded 3600 cargo build --release --quiet --bin switchyard --manifest-path "$REPO/Cargo.toml" ||
