@@ -20,14 +20,14 @@ wait_ready() {
 	local port=$1 pid=$2 logfile=$3 deadline=$((SECONDS + 20)) code
 	while ((SECONDS < deadline)); do
 		if [[ -n $pid ]] && ! alive "$pid"; then
-			tail -n 20 "$logfile" >&2
+			tail -n 20 "$logfile" >&"$LOG_FD"
 			die "process $pid for port $port exited during startup (log: $logfile)"
 		fi
 		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
 		[[ $code == 200 ]] && return 0
 		sleep 0.1
 	done
-	tail -n 20 "$logfile" >&2
+	tail -n 20 "$logfile" >&"$LOG_FD"
 	die "nothing answered 200 on 127.0.0.1:$port within 20 s (log: $logfile)"
 }
 
