@@ -1,0 +1,186 @@
+"""Numbers for compare.sh: percentiles of an h2load log, and the final tables.
+
+    python3 report.py h2load LOG       -> "ok p50_us p99_us p999_us" (2xx answers only)
+    python3 report.py table RESULTS --rate 5000 ...   -> markdown on stdout
+
+RESULTS has one measurement a line: metric, target, round, value and an
+optional flag (why the run is suspect), tab-separated.
+"""
+import argparse
+import collections
+import math
+import statistics
+import sys
+
+TARGETS = ["direct", "switchyard", "nginx", "haproxy"]
+HEADS = {"direct": "direct (no proxy)", "switchyard": "Switchyard",
+         "nginx": "nginx", "haproxy": "HAProxy"}
+SLOW_TARGETS = ["switchyard-rr", "switchyard-lc", "nginx-lc", "haproxy-lc"]
+SLOW_HEADS = {"switchyard-rr": "Switchyard round_robin",
+              "switchyard-lc": "Switchyard least_connections",
+              "nginx-lc": "nginx least_conn", "haproxy-lc": "HAProxy leastconn"}
+
+NOTES = """How each row is measured:
+
+- Requests/s and latency at {c} connections: wrk (one thread) on a fresh proxy, after a warm-up run; p50 and p99 from wrk's histogram.
+- Proxy CPU per request: utime + stime of the proxy's processes (nginx: master and workers) from /proc/PID/stat over the run, divided by the requests wrk completed.
+- New backend connections: the backend nginx's stub_status `accepts` counter over the run. It counts from the end of the warm-up, so it includes backend connections that a proxy replaces after the warm-up's clients closed with requests in flight. For direct, it is the load tool's own connections.
+- Fixed rate: h2load over HTTP/1.1, {r:,} req/s in all, after a warm-up run; latencies from its per-request log (nearest rank). A client sends its next request only after the last answer, so a target that cannot keep up sends fewer: under 97 % of the rate, or any failed request, marks the cell ⚠.
+- {many:,} connections: wrk on a fresh proxy, no warm-up; peak RSS is VmHWM of the processes holding the connections (nginx: its workers) after the run.
+- Idle connections: a Python client opens {idle:,} connections, sends one GET on each, reads the answer and holds them all; RSS (VmRSS, as above) on a fresh proxy before and one second after the last answer; per connection is the difference divided by {idle:,}.
+- One slow backend: three backends, one of which answers after {ms} ms; h2load at a fixed rate as above.
+- 2 threads unpinned: two worker threads (nginx: two workers), nothing pinned, the backends free to use every CPU; wrk as in the first row."""
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def h2load_log(path):
+    durations = []
+    with open(path) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) >= 3 and cols[1].startswith("2"):
+                durations.append(int(cols[2]))
+    durations.sort()
+    print(len(durations), *(percentile(durations, p) for p in (50, 99, 99.9)))
+
+
+def load(path):
+    values = collections.defaultdict(list)
+    flags = []
+    with open(path) as f:
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) < 4:
+                continue
+            metric, target, rnd, value = cols[:4]
+            try:
+                values[(metric, target)].append(float(value))
+            except ValueError:
+                continue
+            if len(cols) > 4 and cols[4]:
+                flags.append((metric, target, rnd, cols[4]))
+    return values, flags
+
+
+def num(v):
+    if math.isnan(v):
+        return "n/a"
+    a = abs(v)
+    if v == int(v) and a < 1000:
+        return str(int(v))
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell(values, flagged):
+    if not values:
+        return "—"
+    mark = " ⚠" if flagged else ""
+    med = statistics.median(values)
+    if len(values) == 1:
+        return num(med) + mark
+    return f"{num(med)} ({num(min(values))}–{num(max(values))}){mark}"
+
+
+def ratio(values, num_target, den_target, metric):
+    a, b = values.get((metric, num_target)), values.get((metric, den_target))
+    if not a or not b or statistics.median(b) == 0:
+        return "—"
+    return f"{statistics.median(a) / statistics.median(b):.2f}×"
+
+
+def table(rows, targets, heads, ratios, values, flagged):
+    out = ["| measure | better | " + " | ".join(heads[t] for t in targets) + " | "
+           + " | ".join(label for label, _, _ in ratios) + " |",
+           "|---|---|" + "---|" * (len(targets) + len(ratios))]
+    for metric, label, better in rows:
+        if not any((metric, t) in values for t in targets):
+            continue
+        cells = [cell(values.get((metric, t), []), (metric, t) in flagged) for t in targets]
+        rats = [ratio(values, a, b, metric) for _, a, b in ratios]
+        out.append(f"| {label} | {better} | " + " | ".join(cells) + " | " + " | ".join(rats) + " |")
+    return "\n".join(out)
+
+
+def render(args):
+    values, flags = load(args.results)
+    flagged = {(m, t) for m, t, _, _ in flags}
+    r, c, many, idle = args.rate, args.conns, args.many_conns, args.idle_conns
+    rows = [
+        ("rps64", f"requests/s, {c} keep-alive connections, 1 thread pinned", "higher"),
+        ("p50_64", f"latency p50 at {c} connections (ms)", "lower"),
+        ("p99_64", f"latency p99 at {c} connections (ms)", "lower"),
+        ("cpu_us", f"proxy CPU per request at {c} connections (µs)", "lower"),
+        ("churn64", f"new backend connections per run, {c} connections", "lower"),
+        ("fixed_p50", f"latency p50 at a fixed {r:,} req/s (ms)", "lower"),
+        ("fixed_p99", f"latency p99 at a fixed {r:,} req/s (ms)", "lower"),
+        ("fixed_p999", f"latency p99.9 at a fixed {r:,} req/s (ms)", "lower"),
+        ("fixed_rate", f"requests sent per second, fixed {r:,} req/s", "= target"),
+        ("fixed_churn", f"new backend connections per run, fixed {r:,} req/s", "lower"),
+        ("rps1000", f"requests/s, {many:,} connections", "higher"),
+        ("hwm1000", f"peak RSS, {many:,} connections (MiB)", "lower"),
+        ("churn1000", f"new backend connections per run, {many:,} connections, from a fresh start", "lower"),
+        ("idle_before", "RSS before the idle connections (MiB)", "lower"),
+        ("idle_with", f"RSS with {idle:,} idle keep-alive connections (MiB)", "lower"),
+        ("idle_per_conn", "RSS per idle connection (KiB)", "lower"),
+        ("rps_unpinned", f"requests/s, 2 threads unpinned, {c} connections", "higher"),
+    ]
+    ratios = [("Switchyard / nginx", "switchyard", "nginx"),
+              ("Switchyard / HAProxy", "switchyard", "haproxy")]
+    print(table(rows, TARGETS, HEADS, ratios, values, flagged))
+    print()
+    print(f"One backend of three adds {args.slow_ms} ms; fixed {args.slow_rate:,} req/s "
+          f"over {args.slow_conns} connections, 1 thread pinned:")
+    print()
+    slow_rows = [
+        ("slow_p50", "latency p50 (ms)", "lower"),
+        ("slow_p99", "latency p99 (ms)", "lower"),
+        ("slow_p999", "latency p99.9 (ms)", "lower"),
+        ("slow_rate", "requests sent per second", "= target"),
+        ("slow_churn", "new backend connections per run", "lower"),
+    ]
+    slow_ratios = [("Sw. round_robin / nginx", "switchyard-rr", "nginx-lc"),
+                   ("Sw. round_robin / HAProxy", "switchyard-rr", "haproxy-lc"),
+                   ("Sw. least_conn. / nginx", "switchyard-lc", "nginx-lc"),
+                   ("Sw. least_conn. / HAProxy", "switchyard-lc", "haproxy-lc")]
+    print(table(slow_rows, SLOW_TARGETS, SLOW_HEADS, slow_ratios, values, flagged))
+    print()
+    print(NOTES.format(c=c, r=r, many=many, idle=idle, ms=args.slow_ms))
+    if flags:
+        print()
+        print("⚠ suspect runs:")
+        print()
+        runs = collections.defaultdict(list)
+        for metric, target, rnd, why in flags:
+            runs[(rnd, target, why)].append(metric)
+        for (rnd, target, why), metrics in runs.items():
+            print(f"- round {rnd}, {target} ({', '.join(metrics)}): {why}")
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "h2load":
+        h2load_log(sys.argv[2])
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("cmd", choices=["table"])
+    parser.add_argument("results")
+    for name in ("rate", "conns", "many-conns", "idle-conns", "slow-ms",
+                 "slow-rate", "slow-conns"):
+        parser.add_argument("--" + name, type=int, required=True)
+    render(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

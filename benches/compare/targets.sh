@@ -1,0 +1,142 @@
+# shellcheck shell=bash
+# The processes under test: the backends, and each proxy started fresh from a
+# config rendered into WORK_DIR. Sourced by compare.sh.
+
+# render TEMPLATE OUT KEY=VALUE...: TEMPLATE with each @KEY@ replaced.
+render() {
+	local text kv
+	text=$(<"$1")
+	local out=$2
+	shift 2
+	for kv in "$@"; do
+		text=${text//"@${kv%%=*}@"/"${kv#*=}"}
+	done
+	printf '%s\n' "$text" >"$out"
+}
+
+# wait_ready PORT PID LOG: poll GET / on PORT until it answers 200 (20 s at
+# most); fail with LOG's tail if PID exits first.
+wait_ready() {
+	local port=$1 pid=$2 logfile=$3 deadline=$((SECONDS + 20)) code
+	while ((SECONDS < deadline)); do
+		if [[ -n $pid ]] && ! alive "$pid"; then
+			tail -n 20 "$logfile" >&"$LOG_FD"
+			die "process $pid for port $port exited during startup (log: $logfile)"
+		fi
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
+		[[ $code == 200 ]] && return 0
+		sleep 0.1
+	done
+	tail -n 20 "$logfile" >&"$LOG_FD"
+	die "nothing answered 200 on 127.0.0.1:$port within 20 s (log: $logfile)"
+}
+
+start_backends() {
+	local conf=$WORK_DIR/backend.nginx.conf
+	render "$HERE/backend.nginx.conf" "$conf" \
+		"DIR=$WORK_DIR" "ECHO_MODULE=$ECHO_MODULE" "NOFILE=$NOFILE" \
+		"MAX_CONNS=$MAX_CONNS" "FAST1=$PORT_FAST1" "FAST2=$PORT_FAST2" \
+		"SLOW=$PORT_SLOW" "STATUS=$PORT_STATUS" "SLOW_MS=$SLOW_MS" \
+		"SLOW_S=$(awk -v ms="$SLOW_MS" 'BEGIN {printf "%.3f", ms / 1000}')"
+	start_bg "$WORK_DIR/backend.log" taskset -c "$LOAD_CPU" \
+		nginx -e "$WORK_DIR/backend.err" -p "$WORK_DIR" -c "$conf" -g 'daemon off;'
+	BACKEND_PID=$BG_PID
+	wait_ready "$PORT_FAST1" "$BACKEND_PID" "$WORK_DIR/backend.err"
+	wait_ready "$PORT_FAST2" "$BACKEND_PID" "$WORK_DIR/backend.err"
+	wait_ready "$PORT_SLOW" "$BACKEND_PID" "$WORK_DIR/backend.err"
+}
+
+# backend_cpus CPUS: move the backend processes (every thread) to CPUS.
+backend_cpus() {
+	local p
+	for p in "$BACKEND_PID" $(descendants "$BACKEND_PID"); do
+		taskset -a -p -c "$1" "$p" >/dev/null
+	done
+}
+
+# backend_accepts: connections the backends have accepted so far, this
+# query's own included; empty if stub_status does not answer.
+backend_accepts() {
+	{ curl -s --max-time 5 "http://127.0.0.1:$PORT_STATUS/" || true; } | awk 'NR == 3 {print $1}'
+}
+
+# accepts_between A0 A1: new backend connections between two readings of
+# backend_accepts (the second reading's own connection left out), or nan.
+accepts_between() {
+	if [[ -n $1 && -n $2 ]]; then echo $(($2 - $1 - 1)); else echo nan; fi
+}
+
+# backend_list KIND SET: the backends in KIND's config syntax; SET is
+# `fast` (the two fast ones) or `slow` (those plus the slow one).
+backend_list() {
+	local kind=$1 ports=("$PORT_FAST1" "$PORT_FAST2") i=0 p out=""
+	[[ $2 == slow ]] && ports+=("$PORT_SLOW")
+	for p in "${ports[@]}"; do
+		i=$((i + 1))
+		case $kind in
+		nginx) out+="        server 127.0.0.1:$p;"$'\n' ;;
+		haproxy) out+="    server b$i 127.0.0.1:$p"$'\n' ;;
+		switchyard) out+="${out:+, }\"127.0.0.1:$p\"" ;;
+		esac
+	done
+	printf '%s' "${out%$'\n'}"
+}
+
+# start_target KIND THREADS BALANCE SET CPUS: start a fresh KIND (direct,
+# switchyard, nginx or haproxy) balancing with BALANCE (rr or lc) over the
+# backends of SET, on CPUS (empty: unpinned). Sets TARGET_PID (empty for
+# direct) and TARGET_PORT.
+start_target() {
+	local kind=$1 threads=$2 balance=$3 set=$4 cpus=$5 conf pin=()
+	TARGET_NAME=$kind
+	[[ -n $cpus ]] && pin=(taskset -c "$cpus")
+	conf=$WORK_DIR/$kind.conf
+	case $kind in
+	direct)
+		TARGET_PID=""
+		TARGET_PORT=$PORT_FAST1
+		return 0
+		;;
+	switchyard)
+		render "$HERE/switchyard.toml" "$conf" "PORT=$PORT_SWITCHYARD" \
+			"ADMIN=$PORT_ADMIN" "THREADS=$threads" "MAX_CONNS=$MAX_CONNS" \
+			"BALANCE=$([[ $balance == lc ]] && echo least_connections || echo round_robin)" \
+			"SERVERS=$(backend_list switchyard "$set")"
+		start_bg "$WORK_DIR/switchyard.log" "${pin[@]}" "$SWITCHYARD_BIN" --config "$conf"
+		TARGET_PORT=$PORT_SWITCHYARD
+		;;
+	nginx)
+		render "$HERE/proxy.nginx.conf" "$conf" "DIR=$WORK_DIR" "PORT=$PORT_NGINX" \
+			"WORKERS=$threads" "NOFILE=$NOFILE" "MAX_CONNS=$MAX_CONNS" \
+			"BALANCE=$([[ $balance == lc ]] && echo 'least_conn;')" \
+			"SERVERS=$(backend_list nginx "$set")"
+		start_bg "$WORK_DIR/nginx.log" "${pin[@]}" \
+			nginx -e "$WORK_DIR/nginx.err" -p "$WORK_DIR" -c "$conf" -g 'daemon off;'
+		TARGET_PORT=$PORT_NGINX
+		;;
+	haproxy)
+		render "$HERE/haproxy.cfg" "$conf" "PORT=$PORT_HAPROXY" \
+			"THREADS=$threads" "MAX_CONNS=$HAPROXY_MAX_CONNS" \
+			"BALANCE=$([[ $balance == lc ]] && echo leastconn || echo roundrobin)" \
+			"SERVERS=$(backend_list haproxy "$set")"
+		start_bg "$WORK_DIR/haproxy.log" "${pin[@]}" haproxy -db -f "$conf"
+		TARGET_PORT=$PORT_HAPROXY
+		;;
+	*) die "unknown target $kind" ;;
+	esac
+	TARGET_PID=$BG_PID
+	local logfile=$WORK_DIR/$kind.log
+	[[ $kind == nginx ]] && logfile=$WORK_DIR/nginx.err
+	wait_ready "$TARGET_PORT" "$TARGET_PID" "$logfile"
+}
+
+# stop_target: stop the target; a proxy that is already gone crashed or was
+# killed during the run, which marks the round as suspect.
+stop_target() {
+	[[ -z $TARGET_PID ]] && return 0
+	alive "$TARGET_PID" ||
+		record exited "$TARGET_NAME" nan "the proxy exited during the run (log: $WORK_DIR)"
+	stop_pid "$TARGET_PID"
+	unregister "$TARGET_PID"
+	TARGET_PID=""
+}
