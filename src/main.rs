@@ -4,6 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use switchyard::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
