@@ -10,6 +10,7 @@ use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -62,7 +63,8 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     );
     let mut proxy = Service::new("switchyard proxy".to_string(), proxy);
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        let listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers());
+        proxy.endpoints().add_listener(listener);
     }
 
     let reloader = Arc::new(Reloader::new(
@@ -101,6 +103,14 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
         pool,
         metrics,
     }
+}
+
+/// Read buffer of each client connection, in bytes (Pingora's default is
+/// 64 KiB, held for the connection's whole life, idle or not).
+const CLIENT_READ_BUFFER: usize = 4096;
+
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(CLIENT_READ_BUFFER)
 }
 
 fn server_conf(config: &Config) -> ServerConf {
