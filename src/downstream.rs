@@ -9,8 +9,10 @@
 //!   must deliver the whole request head within `header_timeout`;
 //! - a kept-alive connection with no request on it is closed after
 //!   `keepalive_timeout`;
-//! - while a request is being served, Pingora's own per-read and per-write
-//!   timeouts apply (`body_timeout`, `send_timeout`), set by the proxy.
+//! - a write to a client that has stopped reading fails after
+//!   `send_timeout` without progress;
+//! - while a request body is read, Pingora's own per-read timeout applies
+//!   (`body_timeout`), set by the proxy.
 //!
 //! The proxy tells the stream where a request begins and ends through
 //! [`request_started`] and [`request_finished`], which find the connection
@@ -198,34 +200,46 @@ async fn refuse(mut stream: Stream, metrics: &Metrics) {
     .await;
 }
 
-/// A client stream that closes itself when the client is too slow to send
-/// a request head, or stays idle too long between requests.
+/// A client stream that closes itself when the client is too slow: to send
+/// a request head, to send anything at all on an idle kept-alive
+/// connection, or to read what is written to it.
+///
+/// Timers are set only when a read or a write has to wait, so a request
+/// that flows without waiting costs no timer work.
 pub struct Guarded {
     inner: Stream,
     phase: Arc<Phase>,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    /// The phase value the deadline below was set for.
+    /// The phase value `read_deadline` was computed for.
     armed: u32,
-    /// The current deadline, if the phase has one.
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the current wait for the client's bytes ends, if the phase has
+    /// such a deadline.
+    read_deadline: Option<Instant>,
+    read_timer: Option<Pin<Box<Sleep>>>,
+    /// When the current stalled write gives up: set at the first write
+    /// that has to wait, cleared by any progress.
+    write_deadline: Option<Instant>,
+    write_timer: Option<Pin<Box<Sleep>>>,
     /// Whether any byte of the current request head has arrived.
     head_begun: bool,
-    /// The deadline passed: every read from now on ends the stream.
+    /// The read deadline passed: every read from now on ends the stream.
     expired: bool,
 }
 
 impl Guarded {
     fn new(inner: Stream, phase: Arc<Phase>, pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
-        // Not the initial phase value, so the first read sets the deadline.
-        let armed = u32::MAX;
         Guarded {
             inner,
             phase,
             pool,
             metrics,
-            armed,
-            deadline: None,
+            // Not the initial phase value, so the first read sets the deadline.
+            armed: u32::MAX,
+            read_deadline: None,
+            read_timer: None,
+            write_deadline: None,
+            write_timer: None,
             head_begun: false,
             expired: false,
         }
@@ -235,8 +249,8 @@ impl Guarded {
         self.pool.snapshot().config.server.client_timeouts
     }
 
-    /// Sets the deadline for the phase the connection is in now, if it
-    /// changed since the last read.
+    /// Sets the read deadline for the phase the connection is in now, if
+    /// it changed since the last read.
     fn arm(&mut self) {
         let state = self.phase.load();
         if state == self.armed {
@@ -254,16 +268,7 @@ impl Guarded {
             }
             _ => None,
         };
-        self.deadline = length.map(|length| {
-            let at = Instant::now() + length;
-            match self.deadline.take() {
-                Some(mut sleep) => {
-                    sleep.as_mut().reset(at);
-                    sleep
-                }
-                None => Box::pin(tokio::time::sleep_until(at)),
-            }
-        });
+        self.read_deadline = length.map(|length| Instant::now() + length);
     }
 
     /// Bytes arrived: an idle connection's next request has begun.
@@ -280,16 +285,15 @@ impl Guarded {
     }
 
     /// The read is pending: fails it if the deadline has passed.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(deadline) = self.deadline.as_mut() else {
+    fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(deadline) = self.read_deadline else {
             return Poll::Pending;
         };
-        if deadline.as_mut().poll(cx).is_pending() {
+        if poll_timer(&mut self.read_timer, deadline, cx).is_pending() {
             return Poll::Pending;
         }
         self.expired = true;
-        self.deadline = None;
-        let timeouts = self.timeouts();
+        self.read_deadline = None;
         if self.phase.load() & Phase::MASK == Phase::IDLE {
             self.metrics
                 .observe_client_timeout(ClientTimeout::Keepalive);
@@ -301,14 +305,60 @@ impl Guarded {
             // Nothing of a request: close quietly, as for an idle one.
             return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "request head not complete within header_timeout ({})",
-                humantime::format_duration(timeouts.header)
-            ),
-        )))
+        let header = self.timeouts().header;
+        Poll::Ready(Err(timed_out(format!(
+            "request head not complete within header_timeout ({})",
+            humantime::format_duration(header)
+        ))))
     }
+
+    /// Passes on a write's result; a write that has to wait starts the
+    /// send timeout, and one that waited that long fails.
+    fn guard_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.write_deadline = None;
+            return result;
+        }
+        let send = match self.write_deadline {
+            Some(deadline) => deadline,
+            None => {
+                let deadline = Instant::now() + self.timeouts().send;
+                self.write_deadline = Some(deadline);
+                deadline
+            }
+        };
+        if poll_timer(&mut self.write_timer, send, cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.write_deadline = None;
+        self.metrics.observe_client_timeout(ClientTimeout::Send);
+        let send = self.timeouts().send;
+        Poll::Ready(Err(timed_out(format!(
+            "client read nothing for send_timeout ({})",
+            humantime::format_duration(send)
+        ))))
+    }
+}
+
+/// Polls `timer`, created or moved to `deadline` as needed.
+fn poll_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() != deadline {
+        timer.as_mut().reset(deadline);
+    }
+    timer.as_mut().poll(cx)
+}
+
+fn timed_out(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, why)
 }
 
 impl AsyncRead for Guarded {
@@ -330,7 +380,7 @@ impl AsyncRead for Guarded {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => this.poll_deadline(cx),
+            Poll::Pending => this.poll_read_deadline(cx),
             error => error,
         }
     }
@@ -342,7 +392,9 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.guard_write(cx, result)
     }
 
     fn poll_write_vectored(
@@ -350,7 +402,9 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.guard_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -358,11 +412,15 @@ impl AsyncWrite for Guarded {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.guard_write(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.guard_write(cx, result)
     }
 }
 

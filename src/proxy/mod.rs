@@ -129,7 +129,6 @@ impl ProxyHttp for Proxy {
         let snapshot = self.pool.snapshot();
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeouts.body));
-        session.set_write_timeout(Some(server.client_timeouts.send));
         if self.draining.load(Ordering::Relaxed) || server.client_timeouts.keepalive.is_none() {
             // `Connection: close`. When draining, the client's next request
             // opens a new connection, which reaches the new process (or, on
@@ -355,14 +354,12 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         downstream::request_finished();
-        if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Downstream) {
-            match e.etype() {
-                ErrorType::ReadTimedout => self.metrics.observe_client_timeout(ClientTimeout::Body),
-                ErrorType::WriteTimedout => {
-                    self.metrics.observe_client_timeout(ClientTimeout::Send)
-                }
-                _ => {}
-            }
+        // The other client timeouts are counted where they fire, in the
+        // connection's stream.
+        if e.is_some_and(|e| {
+            *e.esource() == ErrorSource::Downstream && *e.etype() == ErrorType::ReadTimedout
+        }) {
+            self.metrics.observe_client_timeout(ClientTimeout::Body);
         }
         let (Some(upstream), Some((_, lease))) = (&ctx.upstream, &ctx.attempt) else {
             return;
