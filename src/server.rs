@@ -122,6 +122,16 @@ fn server_conf(config: &Config) -> ServerConf {
         // Each upstream's `retries` decides in `fail_to_connect`; this is
         // only Pingora's outer bound on attempts.
         max_retries: MAX_RETRIES + 1,
+        // Idle backend connections kept for reuse, per worker thread
+        // (Pingora multiplies by `threads`). Each client connection holds
+        // at most one backend connection, so up to `max_connections` in
+        // all: a burst's connections are all kept for the next one rather
+        // than closed and opened again (128, Pingora's default, churned
+        // thousands per second at 1,000 concurrent clients).
+        upstream_keepalive_pool_size: config
+            .server
+            .max_connections
+            .div_ceil(config.server.threads.max(1)),
         pid_file: format!("{}.pid", runtime_path(config)),
         upgrade_sock: format!("{}.upgrade.sock", runtime_path(config)),
         ..ServerConf::default()
