@@ -54,6 +54,11 @@ pub struct LoadTree {
 }
 
 impl LoadTree {
+    /// Pools this small are faster to scan, above all with threads picking
+    /// at once: the tree's shared nodes are written on every pick and
+    /// release, and for a few backends they share a cache line.
+    pub const MIN_BACKENDS: usize = 16;
+
     pub fn new(backends: &[Backend]) -> Self {
         let width = backends.len().next_power_of_two().max(1);
         let tree = LoadTree {
@@ -96,7 +101,14 @@ impl LoadTree {
 
     /// Backend `i` was picked: it takes its turn, and its lease counts.
     pub fn picked(&self, i: usize) {
-        self.turns[i].fetch_add(TURN / self.weights[i], Ordering::Relaxed);
+        // A load and a store rather than an atomic add: two threads picking
+        // the same backend at once may move its turn on only once, which
+        // costs a tie-break, not a count.
+        let turn = &self.turns[i];
+        turn.store(
+            turn.load(Ordering::Relaxed) + TURN / self.weights[i],
+            Ordering::Relaxed,
+        );
         self.update(i);
     }
 

@@ -93,7 +93,8 @@ impl Upstream {
             timeouts: config.timeouts,
             retries: config.retries,
             even: backends.windows(2).all(|w| w[0].weight == w[1].weight),
-            least: (config.balance == Balance::LeastConnections)
+            least: (config.balance == Balance::LeastConnections
+                && backends.len() > LoadTree::MIN_BACKENDS)
                 .then(|| Arc::new(LoadTree::new(&backends))),
             backends,
             balancer,
@@ -448,11 +449,19 @@ mod tests {
 
     #[test]
     fn least_connections_takes_back_a_backend_when_its_ejection_ends() {
-        let text = "[upstreams.app]\nbalance = \"least_connections\"\n\
-                    backends = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\n";
-        let pool = Pool::new(crate::config::parse(Path::new("t.toml"), text).unwrap());
+        // Enough backends for the tree rather than the scan.
+        let n = LoadTree::MIN_BACKENDS + 4;
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("\"127.0.0.1:{}\"", 3001 + i))
+            .collect();
+        let text = format!(
+            "[upstreams.app]\nbalance = \"least_connections\"\nbackends = [{}]\n",
+            list.join(", ")
+        );
+        let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
         let snapshot = pool.snapshot();
         let up = snapshot.route();
+        assert!(up.least.is_some());
         let eject = Passive {
             consecutive_failures: 1,
             ejection_time: Duration::from_millis(50),
@@ -463,14 +472,15 @@ mod tests {
         assert!(ejected
             .record_failure(&eject, crate::config::Outcome::Connect, now, now)
             .is_some());
-        // Backend 1 takes everything meanwhile, and stays busy.
+        // The others take everything meanwhile, and stay busy.
         let mut held = Vec::new();
-        for _ in 0..3 {
+        for _ in 1..n {
             let (i, lease) = up.select(&[]).unwrap();
-            assert_eq!(i, 1);
+            assert_ne!(i, 0);
             held.push(lease);
         }
-        // Nothing happens to backend 0 but time: the tree must notice.
+        // Nothing happens to backend 0 but time: the tree must notice, and
+        // then backend 0 is the only one with nothing in flight.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while up.select(&[]).unwrap().0 != 0 {
             assert!(
@@ -609,13 +619,16 @@ mod properties {
             }
         }
 
+        /// Pools over `LoadTree::MIN_BACKENDS` pick through the tree,
+        /// smaller ones by scanning: both must always pick a least loaded
+        /// usable backend.
         #[test]
         fn least_connections_tree_picks_a_least_loaded_usable_backend(
-            weights in prop::collection::vec(1u32..6, 1..40),
-            down in prop::collection::vec(any::<bool>(), 40),
+            weights in prop::collection::vec(1u32..6, 1..60),
+            down in prop::collection::vec(any::<bool>(), 60),
             // Per step: which backend to lease directly (as a retry or an
             // older snapshot would), and whether to end the oldest lease.
-            steps in prop::collection::vec((0usize..40, any::<bool>(), any::<bool>()), 1..120),
+            steps in prop::collection::vec((0usize..60, any::<bool>(), any::<bool>()), 1..120),
         ) {
             let list: Vec<String> = weights
                 .iter()
