@@ -23,13 +23,15 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -37,6 +39,7 @@ use pingora::protocols::{
 };
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::ClientTimeouts;
@@ -45,6 +48,13 @@ use crate::pool::Pool;
 
 /// Longest wait between no longer accepting and dropping idle connections.
 const MAX_LINGER: Duration = Duration::from_secs(2);
+
+/// Bytes of a request read while its connection waits for it; the rest
+/// stays in the stream's read buffer for the parser.
+const FIRST_READ: usize = 512;
+
+/// The parser's buffer for a request head, as Pingora sizes it.
+const HEAD_BUFFER: usize = 4096;
 
 /// What a connection over `max_connections` is told before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -108,12 +118,21 @@ impl Phase {
 /// accepted just before (its request on the wire, not yet read) would be
 /// cut. Waiting part of the grace period lets those requests be read and
 /// answered (with `Connection: close`) first.
+///
+/// It also runs each connection's keep-alive loop itself, so that between
+/// requests a connection holds only its stream: the proxy's per-request
+/// state (tens of KiB, boxed by Pingora for every request) is created when
+/// the next request's first bytes arrive, not while the client is idle.
 pub struct Connections<A> {
     inner: Arc<A>,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     open: AtomicUsize,
     linger: Duration,
+    /// Set once the listeners have stopped and the linger is over: idle
+    /// connections then close.
+    stopped: AtomicBool,
+    stop: Notify,
 }
 
 impl<A> Connections<A> {
@@ -124,12 +143,73 @@ impl<A> Connections<A> {
             metrics,
             open: AtomicUsize::new(0),
             linger: (grace_period / 2).min(MAX_LINGER),
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
         }
+    }
+
+    /// Resolves once idle connections are to close.
+    async fn stopping(&self) {
+        let notified = self.stop.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Waits for the first bytes of the connection's next request; `None`
+    /// if the client closes, times out, or the server stops first.
+    async fn first_bytes(&self, stream: &mut Stream) -> Option<BytesMut> {
+        // A small buffer while waiting, the parser's only once bytes come:
+        // the stream's own read buffer keeps whatever does not fit here.
+        let mut first = [0u8; FIRST_READ];
+        let n = tokio::select! {
+            biased;
+            read = stream.read(&mut first) => read.ok().filter(|&n| n > 0)?,
+            () = self.stopping() => return None,
+        };
+        let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
+        buf.extend_from_slice(&first[..n]);
+        Some(buf)
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Connections<A> {
+    /// Serves a client connection's requests one after another, as
+    /// Pingora's own loop does, but waiting for each request's first bytes
+    /// before handing the connection to the proxy.
+    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
+        let mut first = true;
+        while let Some((mut stream, settings)) = next.take() {
+            let prefix = self.first_bytes(&mut stream).await?;
+            let mut session = ServerSession::new_http1(stream);
+            if first {
+                // Pingora's defaults for a new connection.
+                let keepalive = (!*shutdown.borrow()).then_some(60);
+                session.set_keepalive(keepalive);
+                let limit = self.inner.server_options();
+                session
+                    .set_keepalive_reuses_remaining(limit.and_then(|o| o.keepalive_request_limit));
+                first = false;
+            } else if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            session.set_pipelined_prefix(prefix);
+            next = self
+                .inner
+                .process_new_http(session, shutdown)
+                .await
+                .map(|reused| reused.consume());
+        }
+        None
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -151,13 +231,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
             Arc::clone(&self.metrics),
         );
         CONNECTION
-            .scope(phase, self.inner.process_new(Box::new(guarded), shutdown))
+            .scope(phase, self.serve(Box::new(guarded), shutdown))
             .await
     }
 
     async fn cleanup(&self) {
         tokio::time::sleep(self.linger).await;
-        self.inner.cleanup().await;
+        self.stopped.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+        self.inner.http_cleanup().await;
     }
 }
 
