@@ -14,10 +14,10 @@
 //! - while a request body is read, Pingora's own per-read timeout applies
 //!   (`body_timeout`), set by the proxy.
 //!
-//! The proxy tells the stream where a request begins and ends through
-//! [`request_started`] and [`request_finished`], which find the connection
-//! through a task-local: Pingora serves every request of an HTTP/1
-//! connection on the connection's own task.
+//! The connection's own loop marks where it waits for a request; the proxy
+//! marks where a request's head has been read through [`request_started`],
+//! which finds the connection through a task-local: Pingora serves every
+//! request of an HTTP/1 connection on the connection's own task.
 
 use std::fmt;
 use std::future::Future;
@@ -75,15 +75,9 @@ tokio::task_local! {
 }
 
 /// Marks the end of the current connection's request head: from here until
-/// [`request_finished`], the connection has no deadline of its own.
+/// the request ends, the connection has no deadline of its own.
 pub fn request_started() {
     let _ = CONNECTION.try_with(|phase| phase.set(Phase::BUSY));
-}
-
-/// Marks the end of the current connection's request: from here it is idle
-/// until the next request's first byte.
-pub fn request_finished() {
-    let _ = CONNECTION.try_with(|phase| phase.set(Phase::IDLE));
 }
 
 /// What a connection is waiting for, with a generation count in the upper
@@ -180,10 +174,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> Connections<A> {
     /// Serves a client connection's requests one after another, as
     /// Pingora's own loop does, but waiting for each request's first bytes
     /// before handing the connection to the proxy.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn serve(
+        &self,
+        stream: Stream,
+        phase: &Phase,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
         let mut first = true;
         while let Some((mut stream, settings)) = next.take() {
+            if !first {
+                // The last request is over: idle until the next one begins.
+                phase.set(Phase::IDLE);
+            }
             let prefix = self.first_bytes(&mut stream).await?;
             let mut session = ServerSession::new_http1(stream);
             if first {
@@ -230,9 +233,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
             Arc::clone(&self.pool),
             Arc::clone(&self.metrics),
         );
-        CONNECTION
-            .scope(phase, self.serve(Box::new(guarded), shutdown))
-            .await
+        let serve = self.serve(Box::new(guarded), &phase, shutdown);
+        CONNECTION.scope(Arc::clone(&phase), serve).await
     }
 
     async fn cleanup(&self) {
@@ -339,15 +341,16 @@ impl Guarded {
             return;
         }
         self.armed = state;
-        let timeouts = self.timeouts();
         let length = match state & Phase::MASK {
-            Phase::HEAD => Some(timeouts.header),
+            Phase::HEAD => Some(self.timeouts().header),
             Phase::IDLE => {
                 self.head_begun = false;
                 // With keep-alive off the connection closes after each
                 // response; this bounds one that has not yet.
+                let timeouts = self.timeouts();
                 Some(timeouts.keepalive.unwrap_or(timeouts.header))
             }
+            // Serving a request: no deadline, and no need to look one up.
             _ => None,
         };
         self.read_deadline = length.map(|length| Instant::now() + length);

@@ -353,7 +353,6 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        downstream::request_finished();
         // The other client timeouts are counted where they fire, in the
         // connection's stream.
         if e.is_some_and(|e| {
