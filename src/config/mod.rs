@@ -53,7 +53,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle keep-alive client connection stays open.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time a client may leave between two writes of a response it is not reading.
+/// Time a write to a client that is not reading may wait without progress.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Client connections open at once; each can also hold one to a backend.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -123,8 +123,8 @@ pub struct ClientTimeouts {
     /// A kept-alive connection with no request on it. `None`: keep-alive
     /// is off and every response closes its connection.
     pub keepalive: Option<Duration>,
-    /// Between two writes of a response to a client that has stopped
-    /// reading.
+    /// How long a write to a client that has stopped reading may wait
+    /// without progress.
     pub send: Duration,
 }
 
