@@ -20,6 +20,7 @@
 #   RATE [5000] req/s, over RATE_CONNS [100] connections, for the fixed-rate run
 #   SLOW_MS [20]  SLOW_RATE [RATE / 2] over SLOW_CONNS [200] connections
 #   PROXY_CPU [0]  LOAD_CPU [1]  QUICK [0]  KEEP_TMP [0]: keep configs and logs
+#   ONLY [all]: some of keepalive fixed many idle slow unpinned, to rerun those
 #   TIME_LIMIT [generous] seconds after the build before the whole run is stopped
 set -euo pipefail
 
@@ -114,20 +115,23 @@ start_watchdog "${TIME_LIMIT:-$((ROUNDS * 23 * (DURATION + WARMUP + 30) + 600))}
 start_backends
 
 STARTED_AT=$SECONDS
+# scenario NAME WHAT MEASURE TARGET...: unless ONLY leaves NAME out, run
+# MEASURE on each TARGET in turn.
+scenario() {
+	local name=$1 what=$2 measure=$3 t
+	shift 3
+	[[ " ${ONLY:-keepalive fixed many idle slow unpinned} " == *" $name "* ]] || return 0
+	log "round $ROUND of $ROUNDS: $what"
+	for t in "$@"; do "$measure" "$t"; done
+}
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-	log "round $ROUND of $ROUNDS: $CONNS connections"
-	for t in "${TARGETS[@]}"; do measure_keepalive "$t"; done
-	log "round $ROUND of $ROUNDS: fixed $RATE req/s"
-	for t in "${TARGETS[@]}"; do measure_fixed "$t"; done
-	log "round $ROUND of $ROUNDS: $MANY_CONNS connections"
-	for t in "${TARGETS[@]}"; do measure_many "$t"; done
-	log "round $ROUND of $ROUNDS: $IDLE_CONNS idle connections"
-	for t in "${PROXIES[@]}"; do measure_idle "$t"; done
-	log "round $ROUND of $ROUNDS: one slow backend"
-	for t in "${SLOW_VARIANTS[@]}"; do measure_slow "$t"; done
-	log "round $ROUND of $ROUNDS: 2 threads, unpinned"
+	scenario keepalive "$CONNS connections" measure_keepalive "${TARGETS[@]}"
+	scenario fixed "fixed $RATE req/s" measure_fixed "${TARGETS[@]}"
+	scenario many "$MANY_CONNS connections" measure_many "${TARGETS[@]}"
+	scenario idle "$IDLE_CONNS idle connections" measure_idle "${PROXIES[@]}"
+	scenario slow "one slow backend" measure_slow "${SLOW_VARIANTS[@]}"
 	backend_cpus "$PROXY_CPU,$LOAD_CPU"
-	for t in "${TARGETS[@]}"; do measure_unpinned "$t"; done
+	scenario unpinned "2 threads, unpinned" measure_unpinned "${TARGETS[@]}"
 	backend_cpus "$LOAD_CPU"
 done
 ELAPSED=$((SECONDS - STARTED_AT))
