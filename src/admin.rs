@@ -11,9 +11,9 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::config::{HealthCheck, Probe};
+use crate::config::{Balance, HealthCheck, Probe};
 use crate::metrics::Metrics;
-use crate::pool::{health, Pool, Snapshot, Upstream};
+use crate::pool::{health, latency, Pool, Snapshot, Upstream};
 use crate::reload::{Reloader, Trigger};
 
 /// Serves the admin endpoints from the live pool and the server's metrics.
@@ -190,6 +190,11 @@ fn backend_status(u: &Upstream, i: usize, now: u64) -> Value {
     let s = &b.state;
     let h = s.health().report(now);
     let effective = u.effective_weight(i, now);
+    let latency_ms = s
+        .latency()
+        .base()
+        .map(|ns| (ns as f64 / 1e4).round() / 100.0);
+    let held_back = (u.balance() == Balance::LeastConnections).then(|| u.held_back(i));
     // Failing checks come first: they keep the backend out after any
     // ejection ends.
     let (state, reason) = if !h.active_up && !h.ever_up {
@@ -219,12 +224,19 @@ fn backend_status(u: &Upstream, i: usize, now: u64) -> Value {
             "not checked yet; a new backend starts healthy".to_string(),
         )
     };
-    let reason = if effective < f64::from(b.weight) && state == "healthy" {
+    let mut reason = reason;
+    if effective < f64::from(b.weight) && state == "healthy" {
         let share = effective * 100.0 / f64::from(b.weight);
-        format!("{reason}; slow start at {share:.0}% of its weight")
-    } else {
-        reason
-    };
+        reason += &format!("; slow start at {share:.0}% of its weight");
+    }
+    if held_back == Some(true) && state == "healthy" {
+        reason += &format!(
+            "; held back by least_connections: answers in {} ms at best, {} times the \
+             quickest backend or more; one probe request about every second",
+            latency_ms.unwrap_or_default(),
+            latency::RATIO
+        );
+    }
     let checks = u.health_check().map(|_| {
         json!({
             "consecutive_passes": h.passes_in_row,
@@ -261,6 +273,8 @@ fn backend_status(u: &Upstream, i: usize, now: u64) -> Value {
         "ejections_total": h.ejections,
         "consecutive_request_failures": h.failures_in_row,
         "in_flight": s.in_flight(),
+        "base_latency_ms": latency_ms,
+        "held_back": held_back,
         "responses_total": s.requests(),
         "failures_total": s.failures(),
     })

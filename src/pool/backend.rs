@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::health::Health;
+use super::latency::Latency;
 use super::least::LoadTree;
 use crate::metrics::BackendSeries;
 
@@ -21,6 +22,7 @@ pub struct BackendState {
     health: Health,
     requests: AtomicU64,
     failures: AtomicU64,
+    latency: Latency,
     /// This backend's metric series, looked up on its first response
     /// rather than by label on every one.
     pub(crate) series: OnceLock<BackendSeries>,
@@ -36,6 +38,7 @@ impl BackendState {
             health,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            latency: Latency::default(),
             series: OnceLock::new(),
         }
     }
@@ -66,6 +69,11 @@ impl BackendState {
     /// Attempts that failed (connect, timeout, reset, protocol).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// How quickly it answers, for least-connections.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     pub fn record_response(&self) {

@@ -6,7 +6,8 @@ use std::fmt::Debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::Backend;
+use super::health::LazyNow;
+use super::{latency, Backend};
 
 /// Picks one backend index among those with a nonzero weight.
 ///
@@ -193,7 +194,8 @@ fn smooth_cycle(backends: &[Backend]) -> Option<Box<[u32]>> {
 
 /// Weighted least-connections: the backend with the fewest in-flight
 /// requests per unit of weight; ties go round-robin (weighted), so equal idle
-/// backends share evenly.
+/// backends share evenly. A backend far slower than the fastest is held
+/// back, but for a probe now and then (see [`latency`](super::latency)).
 #[derive(Debug)]
 pub struct LeastConnections {
     ties: RoundRobin,
@@ -205,10 +207,9 @@ impl LeastConnections {
             ties: RoundRobin::new(backends),
         }
     }
-}
 
-impl Balancer for LeastConnections {
-    fn pick(
+    /// The least loaded among the backends with a nonzero weight.
+    fn least(
         &self,
         backends: &[Backend],
         weight: &dyn Fn(usize) -> u64,
@@ -235,6 +236,37 @@ impl Balancer for LeastConnections {
         // Counts move under us; if the tie set emptied meanwhile, the first
         // minimum found is still a fine answer.
         Some(self.ties.pick(backends, &tied, even).unwrap_or(first))
+    }
+}
+
+impl Balancer for LeastConnections {
+    fn pick(
+        &self,
+        backends: &[Backend],
+        weight: &dyn Fn(usize) -> u64,
+        even: bool,
+    ) -> Option<usize> {
+        let latency = |i: usize| backends[i].state.latency();
+        let eligible = || (0..backends.len()).filter(|&i| weight(i) > 0);
+        let fastest = latency::fastest(eligible().map(|i| latency(i).compared()));
+        let held: Vec<usize> = eligible()
+            .filter(|&i| latency(i).held_back(fastest))
+            .collect();
+        if held.is_empty() {
+            return self.least(backends, weight, even);
+        }
+        let now = LazyNow::new();
+        if let Some(&i) = held
+            .iter()
+            .find(|&&i| backends[i].state.in_flight() == 0 && latency(i).claim_probe(now.get()))
+        {
+            return Some(i);
+        }
+        let kept = |i: usize| if held.contains(&i) { 0 } else { weight(i) };
+        // The fastest is never held back, but averages move under us: with
+        // every candidate held back, they all compete.
+        self.least(backends, &kept, even)
+            .or_else(|| self.least(backends, weight, even))
     }
 }
 

@@ -3,15 +3,18 @@
 //!
 //! Each leaf is a backend and each inner node holds the index of the best
 //! backend below it, so the root is the pick. Best means usable first, then
-//! fewest in flight per unit of weight, then the earliest turn: each pick
+//! not held back for slowness (see [`latency`](super::latency)) unless due
+//! for a probe, then fewest in flight per unit of weight, then the earliest
+//! turn: each pick
 //! moves the backend's turn on by `TURN / weight`, so equally loaded
 //! backends take turns in proportion to their weights.
 //!
 //! A lease and its release each update one leaf-to-root path. What changes
 //! without passing through this tree is caught by a rebuild: a change of
-//! health anywhere, the end of an ejection, and, every so many picks on a
-//! thread ([`REBUILD_EVERY`] or more), counts moved by leases of an older
-//! snapshot.
+//! health anywhere, the end of an ejection, a held-back backend's next
+//! probe, and, every so many picks on a thread ([`REBUILD_EVERY`] or more),
+//! counts moved by leases of an older snapshot and latencies compared
+//! against the fastest backend as it was.
 //! Concurrent updates can leave a node briefly out of date; the pick is
 //! then one of the least loaded rather than the least, until the next
 //! update of that path.
@@ -21,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::health::{self, LazyNow};
+use super::latency;
 use super::{Backend, BackendState};
 
 /// An empty leaf (the tree's width is a power of two).
@@ -46,8 +50,12 @@ pub struct LoadTree {
     width: usize,
     /// [`health::changes`] when the tree was last rebuilt.
     built_at: AtomicU64,
-    /// The earliest end of an ejection at the last rebuild; 0 if none.
+    /// When to rebuild: the earliest end of an ejection or probe of a
+    /// held-back backend, and a second after the last rebuild at the latest.
     wake_at: AtomicU64,
+    /// The average latency of the fastest usable backend at the last
+    /// rebuild, as [`latency::fastest`] gives it; 0 for none.
+    fastest: AtomicU64,
     rebuilding: AtomicBool,
     /// Picks between periodic rebuilds, for this pool's size.
     rebuild_every: u32,
@@ -74,6 +82,7 @@ impl LoadTree {
             width,
             built_at: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
+            fastest: AtomicU64::new(0),
             rebuilding: AtomicBool::new(false),
             rebuild_every: REBUILD_EVERY.max(16u32.saturating_mul(backends.len() as u32)),
         };
@@ -159,16 +168,54 @@ impl LoadTree {
             let best = self.better(self.child(2 * node), self.child(2 * node + 1), &now);
             self.nodes[node].store(best, Ordering::Relaxed);
         }
+        let usable = || self.states.iter().filter(|s| s.health().usable_lazy(&now));
+        let fastest = latency::fastest(usable().map(|s| s.latency().compared()));
+        self.fastest.store(fastest.unwrap_or(0), Ordering::Relaxed);
         let wake_at = self
             .states
             .iter()
             .map(|s| s.health().ejected_until())
             .filter(|&until| until != 0 && until > now.get())
+            .chain(
+                usable()
+                    .filter(|s| s.latency().held_back(fastest))
+                    // A probe due but not yet takeable (a request still in
+                    // flight) is looked at again a little later.
+                    .map(|s| {
+                        s.latency()
+                            .probe_at()
+                            .max(now.get() + latency::PROBE_EVERY / 16)
+                    }),
+            )
+            // Latencies change without an event: compare them again at
+            // least this often, however little traffic there is.
+            .chain([now.get() + latency::PROBE_EVERY])
             .min()
             .unwrap_or(0);
         self.wake_at.store(wake_at, Ordering::Relaxed);
         self.built_at.store(changes, Ordering::Relaxed);
         self.rebuilding.store(false, Ordering::Release);
+    }
+
+    /// Whether least-connections holds this backend back now: slow, and not
+    /// due for a probe.
+    fn held_back(&self, state: &BackendState, now: &LazyNow) -> bool {
+        let latency = state.latency();
+        latency.held_back(self.fastest())
+            && (state.in_flight() > 0 || now.get() < latency.probe_at())
+    }
+
+    /// Whether backend `i`, the best, may take the request: it is not held
+    /// back, or this takes its probe.
+    pub fn may_take(&self, i: usize, now: &LazyNow) -> bool {
+        let (state, latency) = (&self.states[i], self.states[i].latency());
+        !latency.held_back(self.fastest())
+            || (state.in_flight() == 0 && latency.claim_probe(now.get()))
+    }
+
+    /// The fastest usable backend's average at the last rebuild.
+    pub fn fastest(&self) -> Option<u64> {
+        Some(self.fastest.load(Ordering::Relaxed)).filter(|&f| f != 0)
     }
 
     /// The better of two nodes' backends (`a` on a tie: it is to the left).
@@ -185,9 +232,14 @@ impl LoadTree {
         if ux != uy {
             return if ux { a } else { b };
         }
+        let (hx, hy) = (self.held_back(sx, now), self.held_back(sy, now));
+        if hx != hy {
+            return if hy { a } else { b };
+        }
         // In flight per weight, compared as fx/wx against fy/wy.
-        let fx = sx.in_flight() as u64 * self.weights[y];
-        let fy = sy.in_flight() as u64 * self.weights[x];
+        let load = |s: &BackendState| s.in_flight() as u64;
+        let fx = load(sx) * self.weights[y];
+        let fy = load(sy) * self.weights[x];
         match fx.cmp(&fy) {
             std::cmp::Ordering::Less => a,
             std::cmp::Ordering::Greater => b,

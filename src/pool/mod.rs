@@ -6,6 +6,7 @@ mod backend;
 mod balance;
 mod budget;
 pub mod health;
+pub mod latency;
 mod least;
 
 use std::collections::HashMap;
@@ -153,7 +154,7 @@ impl Upstream {
             let now = LazyNow::new();
             let usable = |i: usize| self.backends[i].state.health().usable_lazy(&now);
             let fast = match &self.least {
-                Some(tree) => tree.best().filter(|&i| usable(i)),
+                Some(tree) => tree.best().filter(|&i| usable(i) && tree.may_take(i, &now)),
                 None => self.balancer.pick_fast(&self.backends, self.even, &usable),
             };
             if let Some(i) = fast {
@@ -256,6 +257,19 @@ impl Upstream {
     /// No backend is usable, yet some may take traffic as the least bad.
     pub fn in_panic(&self) -> bool {
         !self.is_ready() && self.candidates(&[], &LazyNow::new()).is_some()
+    }
+
+    /// Whether least-connections holds backend `i` back for answering far
+    /// slower than the fastest usable backend (see [`latency`]); for
+    /// `/status`.
+    pub fn held_back(&self, i: usize) -> bool {
+        let now = LazyNow::new();
+        let usable = self
+            .backends
+            .iter()
+            .filter(|b| b.state.health().usable_lazy(&now));
+        let fastest = latency::fastest(usable.map(|b| b.state.latency().compared()));
+        self.backends[i].state.latency().held_back(fastest)
     }
 
     /// Backend `i`'s weight now, slow start included (what `/status` shows).
@@ -447,10 +461,8 @@ mod tests {
         assert_eq!(same.state.in_flight(), 1);
     }
 
-    #[test]
-    fn least_connections_takes_back_a_backend_when_its_ejection_ends() {
-        // Enough backends for the tree rather than the scan.
-        let n = LoadTree::MIN_BACKENDS + 4;
+    /// A pool of `n` least-connections backends on 127.0.0.1:3001 and on.
+    fn least_connections_pool(n: usize) -> Pool {
         let list: Vec<String> = (0..n)
             .map(|i| format!("\"127.0.0.1:{}\"", 3001 + i))
             .collect();
@@ -458,7 +470,14 @@ mod tests {
             "[upstreams.app]\nbalance = \"least_connections\"\nbackends = [{}]\n",
             list.join(", ")
         );
-        let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
+        Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap())
+    }
+
+    #[test]
+    fn least_connections_takes_back_a_backend_when_its_ejection_ends() {
+        // Enough backends for the tree rather than the scan.
+        let n = LoadTree::MIN_BACKENDS + 4;
+        let pool = least_connections_pool(n);
         let snapshot = pool.snapshot();
         let up = snapshot.route();
         assert!(up.least.is_some());
@@ -490,6 +509,53 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(!ejected.ejected(health::now()));
+    }
+
+    /// Least-connections holds back a backend answering in 20 ms among
+    /// backends that answer at once, however busy they are, but for a
+    /// probe a second: by scan (3 backends) and through the tree (20).
+    #[test]
+    fn least_connections_holds_back_a_slow_backend() {
+        for n in [3, LoadTree::MIN_BACKENDS + 4] {
+            let pool = least_connections_pool(n);
+            let snapshot = pool.snapshot();
+            let up = snapshot.route();
+            assert_eq!(up.least.is_some(), n > LoadTree::MIN_BACKENDS);
+            // As the proxy does: responses come in while their leases are
+            // held, and the leases end after.
+            for (i, b) in up.backends().iter().enumerate() {
+                let lease = up.lease(i, &LazyNow::new());
+                let took = if i == 0 { 20_000_000 } else { 200_000 };
+                for _ in 0..40 {
+                    b.state.latency().record(took, health::now());
+                }
+                drop(lease);
+            }
+            assert!(up.held_back(0));
+            assert!(!up.held_back(1));
+            // Enough picks for the tree's periodic look at latencies.
+            for _ in 0..1024 {
+                up.select(&[]).unwrap();
+            }
+            let mut held = Vec::new();
+            for _ in 0..8 * (n - 1) {
+                let (i, lease) = up.select(&[]).unwrap();
+                assert_ne!(i, 0, "n = {n}: picked the slow backend");
+                held.push(lease);
+            }
+            if up.least.is_none() {
+                continue;
+            }
+            // The tree's probe (the scan's is in the end-to-end tests): one
+            // request, once a second has passed, and only one.
+            std::thread::sleep(Duration::from_nanos(latency::PROBE_EVERY + 50_000_000));
+            let (i, probe) = up.select(&[]).unwrap();
+            assert_eq!(i, 0, "n = {n}: no probe");
+            for _ in 0..n {
+                assert_ne!(up.select(&[]).unwrap().0, 0, "n = {n}: a second probe");
+            }
+            drop(probe);
+        }
     }
 
     #[test]

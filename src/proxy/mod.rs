@@ -87,6 +87,8 @@ impl Proxy {
 /// outcome) releases the in-flight lease.
 pub struct RequestCtx {
     started: Instant,
+    /// When the current attempt's backend was chosen.
+    attempt_started: Instant,
     request_id: String,
     upstream: Option<Arc<Upstream>>,
     /// The backend of the current attempt, leased.
@@ -110,8 +112,10 @@ impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        let started = Instant::now();
         RequestCtx {
-            started: Instant::now(),
+            started,
+            attempt_started: started,
             request_id: String::new(),
             upstream: None,
             attempt: None,
@@ -212,6 +216,7 @@ impl ProxyHttp for Proxy {
         };
         if !ctx.tried.is_empty() {
             self.metrics.observe_retry(upstream.name());
+            ctx.attempt_started = Instant::now();
         }
         let peer = peer_for(&upstream, &lease);
         ctx.tried.push(index);
@@ -300,7 +305,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         // After a 101 the backend speaks another protocol on the connection.
         // A client that asked for no upgrade would read that as HTTP, so
@@ -310,6 +315,16 @@ impl ProxyHttp for Proxy {
         {
             let why = "101 Switching Protocols to a request without Upgrade";
             return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_up());
+        }
+        // How long the backend took to answer, for least-connections. An
+        // informational head (100, 103) is not the answer.
+        if let (Some((_, lease)), false) =
+            (&ctx.attempt, upstream_response.status.is_informational())
+        {
+            let now = Instant::now();
+            let took = now.saturating_duration_since(ctx.attempt_started);
+            let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            lease.backend().latency().record(took, health::at(now));
         }
         Ok(())
     }

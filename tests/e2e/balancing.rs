@@ -2,6 +2,7 @@
 //! weighted interleave, and least-connections around a busy backend.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -140,4 +141,55 @@ async fn least_connections_avoids_a_backend_holding_requests() {
         (proxy.in_flight(slow.addr).await == 0).then_some(())
     })
     .await;
+}
+
+/// A backend that answers, only 40 ms late, still gets its turn from
+/// round-robin. Least-connections holds it back once it has seen enough of
+/// its answers, even with nothing in flight anywhere, and sends it one probe
+/// request a second to see whether it has recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_holds_back_a_slow_backend() {
+    let slow = TestBackend::start("slow", Behavior::Delay(Duration::from_millis(40))).await;
+    let fast = start_named(&["b", "c"]).await;
+    let backends = [(&slow, 1), (&fast[0], 1), (&fast[1], 1)];
+    let http = client();
+    let mut sent_to_slow = HashMap::new();
+    for balance in ["round_robin", "least_connections"] {
+        let before = slow.received();
+        let proxy = TestProxy::start(&upstream(balance, &backends)).await;
+        for _ in 0..90 {
+            proxy.get_ok(&http, "/").await;
+        }
+        sent_to_slow.insert(balance, slow.received() - before);
+        let status = proxy.backend(slow.addr).await;
+        assert!(status["base_latency_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0));
+        if balance == "round_robin" {
+            assert!(status["held_back"].is_null(), "{status}");
+            continue;
+        }
+        assert_eq!(status["held_back"], true, "{status}");
+        let reason = status["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("held back by least_connections"),
+            "{reason}"
+        );
+        // A second later, the next request is its probe, and only that one.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let before = slow.received();
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            answers.push(proxy.get_ok(&http, "/").await);
+        }
+        assert_eq!(answers[0], "slow", "{answers:?}");
+        assert_eq!(slow.received() - before, 1, "{answers:?}");
+    }
+    assert_eq!(sent_to_slow["round_robin"], 30);
+    // Eight answers to judge it by, maybe a probe, then nothing.
+    let least = sent_to_slow["least_connections"];
+    assert!(
+        least <= 12,
+        "least_connections sent {least} of 90 to the slow backend"
+    );
 }

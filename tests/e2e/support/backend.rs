@@ -29,6 +29,8 @@ pub enum Behavior {
     Status(u16),
     /// 200 with its name and the length of the request body it read.
     BodyLength,
+    /// Like `Name`, after this long.
+    Delay(std::time::Duration),
 }
 
 /// A running backend. Stops when dropped.
@@ -184,6 +186,10 @@ async fn answer(
             200
         }
         Behavior::Hang => std::future::pending().await,
+        Behavior::Delay(wait) => {
+            tokio::time::sleep(wait).await;
+            200
+        }
     };
     let mut resp = Response::new(Full::new(Bytes::from(format!("{name}\n"))));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
