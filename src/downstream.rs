@@ -49,8 +49,8 @@ use crate::pool::Pool;
 /// Longest wait between no longer accepting and dropping idle connections.
 const MAX_LINGER: Duration = Duration::from_secs(2);
 
-/// Bytes of a request read while its connection waits for it; the rest
-/// stays in the stream's read buffer for the parser.
+/// Bytes of a request read while its connection waits for it, in one read:
+/// a whole head for most requests. The parser reads the rest, if any.
 const FIRST_READ: usize = 512;
 
 /// The parser's buffer for a request head, as Pingora sizes it.
@@ -157,7 +157,7 @@ impl<A> Connections<A> {
     /// if the client closes, times out, or the server stops first.
     async fn first_bytes(&self, stream: &mut Stream) -> Option<BytesMut> {
         // A small buffer while waiting, the parser's only once bytes come:
-        // the stream's own read buffer keeps whatever does not fit here.
+        // an idle connection holds no read buffer at all.
         let mut first = [0u8; FIRST_READ];
         let n = tokio::select! {
             biased;

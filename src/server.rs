@@ -105,12 +105,14 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     }
 }
 
-/// Read buffer of each client connection, in bytes (Pingora's default is
-/// 64 KiB, held for the connection's whole life, idle or not).
-const CLIENT_READ_BUFFER: usize = 4096;
-
+/// Client connections read straight from the socket, with no read buffer
+/// of their own (Pingora's default is 64 KiB, held for the connection's whole
+/// life, idle or not). Each request's first bytes are read by
+/// [`downstream`](crate::downstream) into a buffer that lives only while the
+/// request does, which holds a whole ordinary request head, so the parser
+/// seldom reads again.
 fn client_buffers() -> L4BufferSettings {
-    L4BufferSettings::default().read(CLIENT_READ_BUFFER)
+    L4BufferSettings::default().read(0)
 }
 
 fn server_conf(config: &Config) -> ServerConf {
