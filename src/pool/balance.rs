@@ -247,6 +247,14 @@ impl Balancer for LeastConnections {
         even: bool,
     ) -> Option<usize> {
         let latency = |i: usize| backends[i].state.latency();
+        // Nothing is held back unless the slowest judged backend is RATIO
+        // times the fastest, eligible or not: one pass of plain loads
+        // settles the common case.
+        let judged = backends.iter().filter_map(|b| b.state.latency().compared());
+        let (low, high) = judged.fold((u64::MAX, 0), |(l, h), c| (l.min(c), h.max(c)));
+        if high / latency::RATIO < low {
+            return self.least(backends, weight, even);
+        }
         let eligible = || (0..backends.len()).filter(|&i| weight(i) > 0);
         let fastest = latency::fastest(eligible().map(|i| latency(i).compared()));
         let held: Vec<usize> = eligible()

@@ -122,10 +122,11 @@ impl Latency {
     /// Whether a backend this slow is held back, given the `fastest`
     /// compared base latency among the usable backends.
     pub fn held_back(&self, fastest: Option<u64>) -> bool {
-        match (self.compared(), fastest) {
-            (Some(base), Some(fastest)) => base / RATIO >= fastest,
-            _ => false,
-        }
+        // The cheaper test first: nothing is judged yet, most often.
+        let Some(fastest) = fastest else {
+            return false;
+        };
+        self.compared().is_some_and(|base| base / RATIO >= fastest)
     }
 
     /// When a held-back backend may next be probed: [`PROBE_EVERY`] after

@@ -20,7 +20,7 @@
 //! update of that path.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::health::{self, LazyNow};
@@ -53,9 +53,15 @@ pub struct LoadTree {
     /// When to rebuild: the earliest end of an ejection or probe of a
     /// held-back backend, and a second after the last rebuild at the latest.
     wake_at: AtomicU64,
-    /// The average latency of the fastest usable backend at the last
+    /// The base latency of the fastest usable backend at the last
     /// rebuild, as [`latency::fastest`] gives it; 0 for none.
     fastest: AtomicU64,
+    /// Per backend: held back for slowness, and not due for a probe. Set
+    /// at a rebuild, and at the backend's own picks and releases.
+    held: Box<[AtomicBool]>,
+    /// How many of `held` are set, so that comparisons skip the flags in
+    /// the common case of none.
+    held_count: AtomicUsize,
     rebuilding: AtomicBool,
     /// Picks between periodic rebuilds, for this pool's size.
     rebuild_every: u32,
@@ -83,6 +89,8 @@ impl LoadTree {
             built_at: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
             fastest: AtomicU64::new(0),
+            held: backends.iter().map(|_| AtomicBool::new(false)).collect(),
+            held_count: AtomicUsize::new(0),
             rebuilding: AtomicBool::new(false),
             rebuild_every: REBUILD_EVERY.max(16u32.saturating_mul(backends.len() as u32)),
         };
@@ -124,6 +132,7 @@ impl LoadTree {
     /// Backend `i`'s count in flight changed: fix its path to the root.
     pub fn update(&self, i: usize) {
         let now = LazyNow::new();
+        self.set_held(i, self.held_back(i, &now));
         let mut node = (self.width + i) / 2;
         while node >= 1 {
             let best = self.better(self.child(2 * node), self.child(2 * node + 1), &now);
@@ -164,13 +173,16 @@ impl LoadTree {
         for turn in self.turns.iter() {
             turn.fetch_max(furthest.saturating_sub(TURN), Ordering::Relaxed);
         }
+        let usable = || self.states.iter().filter(|s| s.health().usable_lazy(&now));
+        let fastest = latency::fastest(usable().map(|s| s.latency().compared()));
+        self.fastest.store(fastest.unwrap_or(0), Ordering::Relaxed);
+        for i in 0..self.held.len() {
+            self.set_held(i, self.held_back(i, &now));
+        }
         for node in (1..self.width).rev() {
             let best = self.better(self.child(2 * node), self.child(2 * node + 1), &now);
             self.nodes[node].store(best, Ordering::Relaxed);
         }
-        let usable = || self.states.iter().filter(|s| s.health().usable_lazy(&now));
-        let fastest = latency::fastest(usable().map(|s| s.latency().compared()));
-        self.fastest.store(fastest.unwrap_or(0), Ordering::Relaxed);
         let wake_at = self
             .states
             .iter()
@@ -197,10 +209,10 @@ impl LoadTree {
         self.rebuilding.store(false, Ordering::Release);
     }
 
-    /// Whether least-connections holds this backend back now: slow, and not
+    /// Whether least-connections holds backend `i` back now: slow, and not
     /// due for a probe.
-    fn held_back(&self, state: &BackendState, now: &LazyNow) -> bool {
-        let latency = state.latency();
+    fn held_back(&self, i: usize, now: &LazyNow) -> bool {
+        let (state, latency) = (&self.states[i], self.states[i].latency());
         latency.held_back(self.fastest())
             && (state.in_flight() > 0 || now.get() < latency.probe_at())
     }
@@ -209,11 +221,29 @@ impl LoadTree {
     /// back, or this takes its probe.
     pub fn may_take(&self, i: usize, now: &LazyNow) -> bool {
         let (state, latency) = (&self.states[i], self.states[i].latency());
-        !latency.held_back(self.fastest())
-            || (state.in_flight() == 0 && latency.claim_probe(now.get()))
+        if !latency.held_back(self.fastest()) {
+            return true;
+        }
+        let probe = state.in_flight() == 0 && latency.claim_probe(now.get());
+        // Probed or not, it is held back until its next probe is due.
+        self.set_held(i, true);
+        probe
     }
 
-    /// The fastest usable backend's average at the last rebuild.
+    /// Sets backend `i`'s flag in `held`, written only on a change: the
+    /// flags share cache lines.
+    fn set_held(&self, i: usize, held: bool) {
+        let flag = &self.held[i];
+        if flag.load(Ordering::Relaxed) != held && flag.swap(held, Ordering::Relaxed) != held {
+            if held {
+                self.held_count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.held_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The fastest usable backend's base latency at the last rebuild.
     pub fn fastest(&self) -> Option<u64> {
         Some(self.fastest.load(Ordering::Relaxed)).filter(|&f| f != 0)
     }
@@ -232,9 +262,14 @@ impl LoadTree {
         if ux != uy {
             return if ux { a } else { b };
         }
-        let (hx, hy) = (self.held_back(sx, now), self.held_back(sy, now));
-        if hx != hy {
-            return if hy { a } else { b };
+        if self.held_count.load(Ordering::Relaxed) > 0 {
+            let (hx, hy) = (
+                self.held[x].load(Ordering::Relaxed),
+                self.held[y].load(Ordering::Relaxed),
+            );
+            if hx != hy {
+                return if hy { a } else { b };
+            }
         }
         // In flight per weight, compared as fx/wx against fy/wy.
         let load = |s: &BackendState| s.in_flight() as u64;
