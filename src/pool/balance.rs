@@ -271,7 +271,7 @@ impl Balancer for LeastConnections {
             return Some(i);
         }
         let kept = |i: usize| if held.contains(&i) { 0 } else { weight(i) };
-        // The fastest is never held back, but averages move under us: with
+        // The fastest is never held back, but latencies move under us: with
         // every candidate held back, they all compete.
         self.least(backends, &kept, even)
             .or_else(|| self.least(backends, weight, even))

@@ -42,6 +42,10 @@ pub const WINDOW: u64 = 1 << 31;
 /// No answer yet in a window.
 const NONE: u64 = u64::MAX;
 
+/// The time of the last response is kept to within this, 2^20 ns or about
+/// 1 ms: enough for timing probes a second apart.
+const AT_GRAIN: u64 = 1 << 20;
+
 /// One backend's quickest recent time to its response head.
 #[derive(Debug)]
 pub struct Latency {
@@ -52,8 +56,9 @@ pub struct Latency {
     /// in nanoseconds; [`NONE`] for none.
     current: AtomicU64,
     previous: AtomicU64,
-    /// When the last response came.
+    /// When the last response came, to within [`AT_GRAIN`].
     at: AtomicU64,
+    /// Responses so far, counted up to [`MIN_SAMPLES`].
     samples: AtomicU32,
     /// When the last probe was sent.
     probed: AtomicU64,
@@ -91,13 +96,21 @@ impl Latency {
             self.previous
                 .store(if stale { NONE } else { last }, Ordering::Relaxed);
         }
-        self.current
-            .fetch_min(took.min(NONE - 1), Ordering::Relaxed);
-        self.at.store(now, Ordering::Relaxed);
+        // Every response reads these, few write them: a backend's state is
+        // shared by every worker thread, and writes make its cache lines
+        // bounce between them.
+        let took = took.min(NONE - 1);
+        if took < self.current.load(Ordering::Relaxed) {
+            self.current.fetch_min(took, Ordering::Relaxed);
+        }
+        if now.saturating_sub(self.at.load(Ordering::Relaxed)) >= AT_GRAIN {
+            self.at.store(now, Ordering::Relaxed);
+        }
         // A load and a store: only "at least MIN_SAMPLES" matters.
         let samples = self.samples.load(Ordering::Relaxed);
-        self.samples
-            .store(samples.saturating_add(1), Ordering::Relaxed);
+        if samples < MIN_SAMPLES {
+            self.samples.store(samples + 1, Ordering::Relaxed);
+        }
     }
 
     /// The base latency in nanoseconds: the quickest answer in this window
@@ -153,8 +166,8 @@ impl Latency {
 
 /// The lowest of these [`Latency::compared`] base latencies; `None` if no
 /// backend is judged yet.
-pub fn fastest(averages: impl Iterator<Item = Option<u64>>) -> Option<u64> {
-    averages.flatten().min()
+pub fn fastest(bases: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    bases.flatten().min()
 }
 
 #[cfg(test)]
@@ -164,11 +177,11 @@ mod tests {
     const MS: u64 = 1_000_000;
     const START: u64 = 1_000 * MS;
 
-    /// After `n` responses of `took` each, 1 ms apart from `START`.
+    /// After `n` responses of `took` each, 2 ms apart from `START`.
     fn after(n: u64, took: u64) -> Latency {
         let l = Latency::default();
         for k in 0..n {
-            l.record(took, START + k * MS);
+            l.record(took, START + 2 * k * MS);
         }
         l
     }
@@ -187,7 +200,7 @@ mod tests {
         let fast = after(20, MS);
         let odd = after(20, MS);
         for k in 0..20 {
-            odd.record(60 * MS, START + (20 + k) * MS);
+            odd.record(60 * MS, START + 2 * (20 + k) * MS);
         }
         let top = fastest([fast.compared(), odd.compared()].into_iter());
         assert_eq!(
@@ -237,7 +250,7 @@ mod tests {
     #[test]
     fn a_held_back_backend_is_probed_once_a_second_and_recovers_at_once() {
         let slow = after(40, 20 * MS);
-        let last = START + 39 * MS;
+        let last = START + 2 * 39 * MS;
         let top = Some(FLOOR);
         assert!(!slow.claim_probe(last + PROBE_EVERY - 1));
         assert!(slow.claim_probe(last + PROBE_EVERY));
