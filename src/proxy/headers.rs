@@ -1,10 +1,13 @@
 //! The headers the proxy adds on the way to a backend: `X-Forwarded-*` and
 //! `X-Request-Id`.
 
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use http::header::HOST;
+use http::HeaderValue;
 use pingora::http::RequestHeader;
+use pingora::{ErrorType::InvalidHTTPHeader, OrErr};
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -40,28 +43,40 @@ pub fn add_forwarded(
     client_ip: Option<IpAddr>,
     request_id: &str,
 ) -> pingora::Result<()> {
-    let mut xff: Vec<u8> = Vec::new();
-    for prior in req.headers.get_all(X_FORWARDED_FOR) {
-        if !xff.is_empty() {
-            xff.extend_from_slice(b", ");
-        }
-        xff.extend_from_slice(prior.as_bytes());
+    let mut ip = IpText::default();
+    if let Some(addr) = client_ip {
+        // An address always fits: at most 45 bytes, for IPv6 written with
+        // an IPv4 tail.
+        let _ = write!(ip, "{addr}");
     }
-    if let Some(ip) = client_ip {
-        if !xff.is_empty() {
-            xff.extend_from_slice(b", ");
+    let mut prior = req.headers.get_all(X_FORWARDED_FOR).iter().peekable();
+    let xff = if prior.peek().is_none() {
+        // The common case: the client sent none, so the value is the address.
+        (!ip.as_bytes().is_empty()).then(|| HeaderValue::from_bytes(ip.as_bytes()))
+    } else {
+        let mut list: Vec<u8> = Vec::new();
+        for value in prior {
+            if !list.is_empty() {
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(value.as_bytes());
         }
-        xff.extend_from_slice(ip.to_string().as_bytes());
-    }
-    if !xff.is_empty() {
+        if !ip.as_bytes().is_empty() {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(ip.as_bytes());
+        }
+        Some(HeaderValue::from_bytes(&list))
+    };
+    if let Some(xff) = xff {
+        let xff = xff.or_err(InvalidHTTPHeader, "invalid X-Forwarded-For")?;
         req.insert_header(X_FORWARDED_FOR, xff)?;
     }
-    req.insert_header(X_FORWARDED_PROTO, "http")?;
-    let host = req
-        .headers
-        .get(HOST)
-        .map(|h| h.as_bytes().to_vec())
-        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes().to_vec()));
+    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    // Values are shared buffers: these clones copy no bytes.
+    let host = req.headers.get(HOST).cloned().or_else(|| {
+        let authority = req.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
     match host {
         Some(h) => req.insert_header(X_FORWARDED_HOST, h)?,
         None => {
@@ -70,6 +85,37 @@ pub fn add_forwarded(
     }
     req.insert_header(X_REQUEST_ID, request_id)?;
     Ok(())
+}
+
+/// A client address as text, on the stack.
+struct IpText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
