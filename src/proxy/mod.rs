@@ -192,6 +192,7 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no upstream"))?;
         if std::mem::take(&mut ctx.reconnect) {
             if let Some((_, lease)) = &ctx.attempt {
+                ctx.attempt_started = Instant::now();
                 return Ok(peer_for(&upstream, lease));
             }
         }
@@ -317,10 +318,14 @@ impl ProxyHttp for Proxy {
             return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_up());
         }
         // How long the backend took to answer, for least-connections. An
-        // informational head (100, 103) is not the answer.
-        if let (Some((_, lease)), false) =
-            (&ctx.attempt, upstream_response.status.is_informational())
-        {
+        // informational head (100, 103) is not the answer, and a 5xx is no
+        // measure of speed: a backend failing fast must not look like the
+        // fastest and hold the working ones back.
+        let status = upstream_response.status;
+        if let (Some((_, lease)), false) = (
+            &ctx.attempt,
+            status.is_informational() || status.is_server_error(),
+        ) {
             let now = Instant::now();
             let took = now.saturating_duration_since(ctx.attempt_started);
             let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);

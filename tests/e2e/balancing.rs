@@ -193,3 +193,35 @@ async fn least_connections_holds_back_a_slow_backend() {
         "least_connections sent {least} of 90 to the slow backend"
     );
 }
+
+/// A backend that fails fast (503 at once) is not the fastest: were its
+/// answers timed, the working backends, at 40 ms, would be held back and it
+/// would get nearly everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_fast_does_not_hold_back_the_working_ones() {
+    let failing = TestBackend::start("failing", Behavior::Status(503)).await;
+    let wait = Duration::from_millis(40);
+    let b = TestBackend::start("b", Behavior::Delay(wait)).await;
+    let c = TestBackend::start("c", Behavior::Delay(wait)).await;
+    let proxy = TestProxy::start(&upstream(
+        "least_connections",
+        &[(&failing, 1), (&b, 1), (&c, 1)],
+    ))
+    .await;
+    let http = client();
+    let addrs = [failing.addr, b.addr, c.addr];
+    for _ in 0..60 {
+        proxy.wait_idle(&addrs).await;
+        http.get(proxy.url("/")).send().await.unwrap();
+    }
+    for backend in [&failing, &b, &c] {
+        assert_eq!(
+            backend.received(),
+            20,
+            "{} got {}",
+            backend.name,
+            backend.received()
+        );
+    }
+    assert_eq!(proxy.backend(b.addr).await["held_back"], false);
+}
