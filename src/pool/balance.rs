@@ -257,20 +257,21 @@ impl Balancer for LeastConnections {
         }
         let eligible = || (0..backends.len()).filter(|&i| weight(i) > 0);
         let fastest = latency::fastest(eligible().map(|i| latency(i).compared()));
-        let held: Vec<usize> = eligible()
-            .filter(|&i| latency(i).held_back(fastest))
-            .collect();
-        if held.is_empty() {
+        let mut held = vec![false; backends.len()];
+        for i in eligible().filter(|&i| latency(i).held_back(fastest)) {
+            held[i] = true;
+        }
+        if !held.contains(&true) {
             return self.least(backends, weight, even);
         }
         let now = LazyNow::new();
-        if let Some(&i) = held
-            .iter()
-            .find(|&&i| backends[i].state.in_flight() == 0 && latency(i).claim_probe(now.get()))
+        let in_flight = |i: usize| backends[i].state.in_flight();
+        if let Some(i) = (0..backends.len())
+            .find(|&i| held[i] && latency(i).claim_probe(now.get(), in_flight(i)))
         {
             return Some(i);
         }
-        let kept = |i: usize| if held.contains(&i) { 0 } else { weight(i) };
+        let kept = |i: usize| if held[i] { 0 } else { weight(i) };
         // The fastest is never held back, but latencies move under us: with
         // every candidate held back, they all compete.
         self.least(backends, &kept, even)

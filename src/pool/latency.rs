@@ -16,9 +16,10 @@
 //! under [`FLOOR`] count as [`FLOOR`], and one whose base latency is
 //! [`RATIO`] times the lowest among usable judged backends, or more, is
 //! *held back*. Least-connections sends it nothing but a *probe*: one
-//! request when it has nothing in flight and has had no request or response
-//! for [`PROBE_EVERY`], to see whether it has recovered; one quick answer
-//! is enough. The quickest backend is never held back.
+//! request when it has had no request or response for [`PROBE_EVERY`] and
+//! has nothing in flight (or for twice that, whatever it has in flight), to
+//! see whether it has recovered; one quick answer is enough. The quickest
+//! backend is never held back.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -152,11 +153,20 @@ impl Latency {
         last.saturating_add(PROBE_EVERY)
     }
 
+    /// Whether a probe is due at `now`: from [`probe_at`](Self::probe_at)
+    /// if the backend has nothing in flight, and a [`PROBE_EVERY`] later
+    /// even if it has (a long download or a tunnel must not keep it held
+    /// back for good).
+    pub fn probe_due(&self, now: u64, in_flight: usize) -> bool {
+        let at = self.probe_at();
+        now >= at && (in_flight == 0 || now >= at.saturating_add(PROBE_EVERY))
+    }
+
     /// Takes the probe due at `now`, if it is due and no other thread took
     /// it first.
-    pub fn claim_probe(&self, now: u64) -> bool {
+    pub fn claim_probe(&self, now: u64, in_flight: usize) -> bool {
         let probed = self.probed.load(Ordering::Relaxed);
-        now >= self.probe_at()
+        self.probe_due(now, in_flight)
             && self
                 .probed
                 .compare_exchange(probed, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -252,17 +262,31 @@ mod tests {
         let slow = after(40, 20 * MS);
         let last = START + 2 * 39 * MS;
         let top = Some(FLOOR);
-        assert!(!slow.claim_probe(last + PROBE_EVERY - 1));
-        assert!(slow.claim_probe(last + PROBE_EVERY));
-        assert!(!slow.claim_probe(last + PROBE_EVERY), "one probe at a time");
+        assert!(!slow.claim_probe(last + PROBE_EVERY - 1, 0));
+        assert!(slow.claim_probe(last + PROBE_EVERY, 0));
+        assert!(
+            !slow.claim_probe(last + PROBE_EVERY, 0),
+            "one probe at a time"
+        );
         let probe = last + PROBE_EVERY;
-        assert!(!slow.claim_probe(probe + PROBE_EVERY - 1));
+        assert!(!slow.claim_probe(probe + PROBE_EVERY - 1, 0));
         // The probe is still slow: still held back, probed a second later.
         slow.record(20 * MS, probe + 20 * MS);
         assert!(slow.held_back(top));
-        assert!(slow.claim_probe(probe + 20 * MS + PROBE_EVERY));
+        assert!(slow.claim_probe(probe + 20 * MS + PROBE_EVERY, 0));
         // This one finds it quick again.
         slow.record(MS, probe + 21 * MS + PROBE_EVERY);
         assert!(!slow.held_back(top));
+    }
+
+    #[test]
+    fn a_busy_held_back_backend_is_probed_a_second_later() {
+        let slow = after(40, 20 * MS);
+        let last = START + 2 * 39 * MS;
+        // A request still in flight (a tunnel, a long download) delays the
+        // probe by a second, no more.
+        assert!(!slow.claim_probe(last + PROBE_EVERY, 1));
+        assert!(!slow.claim_probe(last + 2 * PROBE_EVERY - 1, 1));
+        assert!(slow.claim_probe(last + 2 * PROBE_EVERY, 1));
     }
 }

@@ -98,13 +98,13 @@ impl LoadTree {
         tree
     }
 
-    /// The best backend now. Not necessarily usable: with none usable the
-    /// caller chooses another way.
-    pub fn best(&self) -> Option<usize> {
+    /// The best backend at `now`. Not necessarily usable: with none usable
+    /// the caller chooses another way.
+    pub fn best(&self, now: &LazyNow) -> Option<usize> {
         let changes = health::changes();
         let wake_at = self.wake_at.load(Ordering::Relaxed);
         if changes != self.built_at.load(Ordering::Relaxed)
-            || (wake_at != 0 && wake_at <= health::now())
+            || (wake_at != 0 && wake_at <= now.get())
             || due_for_rebuild(self.rebuild_every)
         {
             self.rebuild(changes);
@@ -192,7 +192,8 @@ impl LoadTree {
                 usable()
                     .filter(|s| s.latency().held_back(fastest))
                     // A probe due but not yet takeable (a request still in
-                    // flight) is looked at again a little later.
+                    // flight) is looked at again a little later, until it
+                    // is overdue and taken anyway.
                     .map(|s| {
                         s.latency()
                             .probe_at()
@@ -213,8 +214,7 @@ impl LoadTree {
     /// due for a probe.
     fn held_back(&self, i: usize, now: &LazyNow) -> bool {
         let (state, latency) = (&self.states[i], self.states[i].latency());
-        latency.held_back(self.fastest())
-            && (state.in_flight() > 0 || now.get() < latency.probe_at())
+        latency.held_back(self.fastest()) && !latency.probe_due(now.get(), state.in_flight())
     }
 
     /// Whether backend `i`, the best, may take the request: it is not held
@@ -224,9 +224,14 @@ impl LoadTree {
         if !latency.held_back(self.fastest()) {
             return true;
         }
-        let probe = state.in_flight() == 0 && latency.claim_probe(now.get());
-        // Probed or not, it is held back until its next probe is due.
+        let probe = latency.claim_probe(now.get(), state.in_flight());
+        // Probed or not, it is held back until its next probe is due; if
+        // not probed, the path moves on from it now, rather than leaving
+        // every pick to fall back to the scan.
         self.set_held(i, true);
+        if !probe {
+            self.update(i);
+        }
         probe
     }
 

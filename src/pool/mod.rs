@@ -154,7 +154,9 @@ impl Upstream {
             let now = LazyNow::new();
             let usable = |i: usize| self.backends[i].state.health().usable_lazy(&now);
             let fast = match &self.least {
-                Some(tree) => tree.best().filter(|&i| usable(i) && tree.may_take(i, &now)),
+                Some(tree) => tree
+                    .best(&now)
+                    .filter(|&i| usable(i) && tree.may_take(i, &now)),
                 None => self.balancer.pick_fast(&self.backends, self.even, &usable),
             };
             if let Some(i) = fast {
