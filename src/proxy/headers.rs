@@ -62,10 +62,12 @@ pub fn add_forwarded(
             list.extend_from_slice(value.as_bytes());
         }
         if !ip.as_bytes().is_empty() {
-            list.extend_from_slice(b", ");
+            if !list.is_empty() {
+                list.extend_from_slice(b", ");
+            }
             list.extend_from_slice(ip.as_bytes());
         }
-        Some(HeaderValue::from_bytes(&list))
+        (!list.is_empty()).then(|| HeaderValue::from_bytes(&list))
     };
     if let Some(xff) = xff {
         let xff = xff.or_err(InvalidHTTPHeader, "invalid X-Forwarded-For")?;
@@ -158,5 +160,27 @@ mod tests {
         assert_eq!(get("x-forwarded-host"), "example.test");
         assert_eq!(get("x-request-id"), "rid");
         assert_eq!(get("host"), "example.test");
+    }
+
+    #[test]
+    fn forwarded_for_without_prior_values_or_with_empty_ones() {
+        let xff = |headers: &[(&str, &str)], ip: Option<&str>| {
+            let mut req = request(headers);
+            add_forwarded(&mut req, ip.map(|ip| ip.parse().unwrap()), "rid").unwrap();
+            let values = req.headers.get_all("x-forwarded-for").iter();
+            values
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(xff(&[], Some("192.0.2.7")), ["192.0.2.7"]);
+        assert_eq!(xff(&[], Some("2001:db8::1")), ["2001:db8::1"]);
+        let widest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        let mapped: std::net::Ipv6Addr = widest.parse().unwrap();
+        assert_eq!(xff(&[], Some(&mapped.to_string())), [mapped.to_string()]);
+        assert_eq!(xff(&[], None), Vec::<String>::new());
+        // An empty value sent by the client adds no empty entry.
+        let empty = [("x-forwarded-for", "")];
+        assert_eq!(xff(&empty, Some("192.0.2.7")), ["192.0.2.7"]);
+        assert_eq!(xff(&empty, None), [""], "left as the client sent it");
     }
 }
