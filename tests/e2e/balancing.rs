@@ -27,6 +27,26 @@ async fn start_named(names: &[&str]) -> Vec<TestBackend> {
     out
 }
 
+/// Sends `n` requests one at a time, each once every backend is idle, so
+/// least-connections sees nothing in flight; returns the statuses.
+async fn one_at_a_time(proxy: &TestProxy, backends: &[&TestBackend], n: usize) -> Vec<u16> {
+    let http = client();
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        proxy.wait_idle(&addrs).await;
+        let response = http.get(proxy.url("/")).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
+fn assert_each_received(backends: &[&TestBackend], n: usize) {
+    for b in backends {
+        assert_eq!(b.received(), n, "{} got {}", b.name, b.received());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_equal_weights_gives_exactly_equal_counts() {
     let b = start_named(&["a", "b", "c"]).await;
@@ -72,21 +92,10 @@ async fn least_connections_spreads_evenly_without_load() {
         &[(&b[0], 1), (&b[1], 1), (&b[2], 1)],
     ))
     .await;
-    let http = client();
-    let addrs: Vec<_> = b.iter().map(|x| x.addr).collect();
-    for _ in 0..60 {
-        proxy.wait_idle(&addrs).await;
-        proxy.get_ok(&http, "/").await;
-    }
-    for backend in &b {
-        assert_eq!(
-            backend.received(),
-            20,
-            "{} got {}",
-            backend.name,
-            backend.received()
-        );
-    }
+    let all: Vec<&TestBackend> = b.iter().collect();
+    let statuses = one_at_a_time(&proxy, &all, 60).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert_each_received(&all, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,20 +217,7 @@ async fn a_backend_failing_fast_does_not_hold_back_the_working_ones() {
         &[(&failing, 1), (&b, 1), (&c, 1)],
     ))
     .await;
-    let http = client();
-    let addrs = [failing.addr, b.addr, c.addr];
-    for _ in 0..60 {
-        proxy.wait_idle(&addrs).await;
-        http.get(proxy.url("/")).send().await.unwrap();
-    }
-    for backend in [&failing, &b, &c] {
-        assert_eq!(
-            backend.received(),
-            20,
-            "{} got {}",
-            backend.name,
-            backend.received()
-        );
-    }
+    one_at_a_time(&proxy, &[&failing, &b, &c], 60).await;
+    assert_each_received(&[&failing, &b, &c], 20);
     assert_eq!(proxy.backend(b.addr).await["held_back"], false);
 }
