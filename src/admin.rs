@@ -125,8 +125,10 @@ pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
 fn upstream_status(u: &Upstream) -> Value {
     let t = u.timeouts();
     let now = health::now();
+    // Once per upstream: each backend is compared with the same fastest.
+    let fastest = (u.balance() == Balance::LeastConnections).then(|| u.fastest_latency());
     let backends: Vec<Value> = (0..u.backends().len())
-        .map(|i| backend_status(u, i, now))
+        .map(|i| backend_status(u, i, now, fastest))
         .collect();
     let p = u.passive();
     let budget = u.retry_budget();
@@ -185,7 +187,9 @@ fn check_settings(c: &HealthCheck) -> Value {
     v
 }
 
-fn backend_status(u: &Upstream, i: usize, now: u64) -> Value {
+/// `fastest`: for least-connections, what [`Upstream::fastest_latency`]
+/// gives; `None` for other algorithms.
+fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>) -> Value {
     let b = &u.backends()[i];
     let s = &b.state;
     let h = s.health().report(now);
@@ -194,7 +198,7 @@ fn backend_status(u: &Upstream, i: usize, now: u64) -> Value {
         .latency()
         .base()
         .map(|ns| (ns as f64 / 1e4).round() / 100.0);
-    let held_back = (u.balance() == Balance::LeastConnections).then(|| u.held_back(i));
+    let held_back = fastest.map(|fastest| s.latency().held_back(fastest));
     // Failing checks come first: they keep the backend out after any
     // ejection ends.
     let (state, reason) = if !h.active_up && !h.ever_up {

@@ -5,9 +5,8 @@
 //! backend below it, so the root is the pick. Best means usable first, then
 //! not held back for slowness (see [`latency`](super::latency)) unless due
 //! for a probe, then fewest in flight per unit of weight, then the earliest
-//! turn: each pick
-//! moves the backend's turn on by `TURN / weight`, so equally loaded
-//! backends take turns in proportion to their weights.
+//! turn: each pick moves the backend's turn on by `TURN / weight`, so
+//! equally loaded backends take turns in proportion to their weights.
 //!
 //! A lease and its release each update one leaf-to-root path. What changes
 //! without passing through this tree is caught by a rebuild: a change of
@@ -249,7 +248,7 @@ impl LoadTree {
     }
 
     /// The fastest usable backend's base latency at the last rebuild.
-    pub fn fastest(&self) -> Option<u64> {
+    fn fastest(&self) -> Option<u64> {
         Some(self.fastest.load(Ordering::Relaxed)).filter(|&f| f != 0)
     }
 
@@ -277,9 +276,8 @@ impl LoadTree {
             }
         }
         // In flight per weight, compared as fx/wx against fy/wy.
-        let load = |s: &BackendState| s.in_flight() as u64;
-        let fx = load(sx) * self.weights[y];
-        let fy = load(sy) * self.weights[x];
+        let fx = sx.in_flight() as u64 * self.weights[y];
+        let fy = sy.in_flight() as u64 * self.weights[x];
         match fx.cmp(&fy) {
             std::cmp::Ordering::Less => a,
             std::cmp::Ordering::Greater => b,

@@ -261,17 +261,16 @@ impl Upstream {
         !self.is_ready() && self.candidates(&[], &LazyNow::new()).is_some()
     }
 
-    /// Whether least-connections holds backend `i` back for answering far
-    /// slower than the fastest usable backend (see [`latency`]); for
-    /// `/status`.
-    pub fn held_back(&self, i: usize) -> bool {
+    /// The base latency least-connections compares every backend with:
+    /// the lowest among usable judged backends (see [`latency`]). Backend
+    /// `i` is held back if `latency().held_back(` this `)`; for `/status`.
+    pub fn fastest_latency(&self) -> Option<u64> {
         let now = LazyNow::new();
         let usable = self
             .backends
             .iter()
             .filter(|b| b.state.health().usable_lazy(&now));
-        let fastest = latency::fastest(usable.map(|b| b.state.latency().compared()));
-        self.backends[i].state.latency().held_back(fastest)
+        latency::fastest(usable.map(|b| b.state.latency().compared()))
     }
 
     /// Backend `i`'s weight now, slow start included (what `/status` shows).
@@ -533,8 +532,9 @@ mod tests {
                 }
                 drop(lease);
             }
-            assert!(up.held_back(0));
-            assert!(!up.held_back(1));
+            let fastest = up.fastest_latency();
+            assert!(up.backends()[0].state.latency().held_back(fastest));
+            assert!(!up.backends()[1].state.latency().held_back(fastest));
             // Enough picks for the tree's periodic look at latencies.
             for _ in 0..1024 {
                 up.select(&[]).unwrap();
