@@ -1,0 +1,126 @@
+//! Properties of selection through the whole pool, for any mix of
+//! health, weights, loads and reloads: never a backend that is down,
+//! ejected or removed while a usable one exists, and least-connections
+//! always a least loaded usable one.
+
+use super::health::{self, LazyNow};
+use crate::config::Config;
+use crate::config::{Outcome, Passive};
+use crate::pool::Pool;
+use proptest::prelude::*;
+use std::path::Path;
+
+fn config(ports: &[u16], balance: &str) -> Config {
+    let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let text = format!(
+        "[upstreams.app]\nbalance = \"{balance}\"\nbackends = [{}]\n\
+         [upstreams.app.health_check]\n",
+        list.join(", ")
+    );
+    crate::config::parse(Path::new("p.toml"), &text).unwrap()
+}
+
+proptest! {
+    #[test]
+    fn selection_avoids_down_ejected_and_removed_backends(
+        // Per backend: 0 usable, 1 failing checks, 2 ejected.
+        states in prop::collection::vec(0u8..3, 2..=10),
+        removed in prop::collection::vec(any::<bool>(), 10),
+        least in any::<bool>(),
+    ) {
+        let balance = if least { "least_connections" } else { "round_robin" };
+        let ports: Vec<u16> = (0..states.len() as u16).map(|i| 4000 + i).collect();
+        let pool = Pool::new(config(&ports, balance));
+        let now = health::now();
+        let eject = Passive { consecutive_failures: 1, ..Passive::default() };
+        {
+            let snapshot = pool.snapshot();
+            for (b, state) in snapshot.route().backends().iter().zip(&states) {
+                let h = b.state.health();
+                match state {
+                    1 => { h.record_check(false, "down".into(), (1, 1), now); }
+                    2 => { h.record_failure(&eject, Outcome::Connect, now, now); }
+                    _ => {}
+                }
+            }
+        }
+        // Remove some backends by reloading without them (keep one).
+        let kept: Vec<u16> = ports
+            .iter()
+            .zip(&removed)
+            .enumerate()
+            .filter(|(i, (_, r))| *i == 0 || !**r)
+            .map(|(_, (p, _))| *p)
+            .collect();
+        pool.install(config(&kept, balance));
+        let snapshot = pool.snapshot();
+        let up = snapshot.route();
+        let any_usable = up.backends().iter().any(|b| b.state.health().usable(health::now()));
+        for _ in 0..3 * states.len() {
+            let (i, _lease) = up.select(&[]).expect("panic mode still picks");
+            let chosen = &up.backends()[i].state;
+            let port = chosen.socket_addr().port();
+            prop_assert!(kept.contains(&port), "picked removed backend {port}");
+            if any_usable {
+                prop_assert!(chosen.health().usable(health::now()), "picked {port} while a usable one exists");
+            }
+        }
+    }
+
+    /// Pools over `LoadTree::MIN_BACKENDS` pick through the tree,
+    /// smaller ones by scanning: both must always pick a least loaded
+    /// usable backend.
+    #[test]
+    fn least_connections_tree_picks_a_least_loaded_usable_backend(
+        weights in prop::collection::vec(1u32..6, 1..60),
+        down in prop::collection::vec(any::<bool>(), 60),
+        // Per step: which backend to lease directly (as a retry or an
+        // older snapshot would), and whether to end the oldest lease.
+        steps in prop::collection::vec((0usize..60, any::<bool>(), any::<bool>()), 1..120),
+    ) {
+        let list: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{{ address = \"127.0.0.1:{}\", weight = {w} }}", 5000 + i))
+            .collect();
+        let text = format!(
+            "[upstreams.app]\nbalance = \"least_connections\"\nbackends = [{}]\n\
+             [upstreams.app.health_check]\n",
+            list.join(", ")
+        );
+        let pool = Pool::new(crate::config::parse(Path::new("p.toml"), &text).unwrap());
+        let snapshot = pool.snapshot();
+        let up = snapshot.route();
+        let n = weights.len();
+        let now = health::now();
+        for (b, &d) in up.backends().iter().zip(&down) {
+            if d {
+                b.state.health().record_check(false, "down".into(), (1, 1), now);
+            }
+        }
+        let usable: Vec<usize> = (0..n).filter(|&i| !down[i]).collect();
+        let mut held = std::collections::VecDeque::new();
+        for (target, direct, release) in steps {
+            if release {
+                held.pop_front();
+            }
+            if direct {
+                held.push_back((target % n, up.lease(target % n, &LazyNow::new())));
+                continue;
+            }
+            let (i, lease) = up.select(&[]).expect("something is picked");
+            let load = |j: usize| up.backends()[j].state.in_flight() as u64 - u64::from(j == i);
+            let w = |j: usize| u64::from(weights[j]);
+            if !usable.is_empty() {
+                prop_assert!(usable.contains(&i), "picked {i}, which is down");
+                for &j in &usable {
+                    prop_assert!(
+                        load(i) * w(j) <= load(j) * w(i),
+                        "picked {i} ({}/{}) over {j} ({}/{})", load(i), w(i), load(j), w(j)
+                    );
+                }
+            }
+            held.push_back((i, lease));
+        }
+    }
+}
