@@ -149,6 +149,8 @@ fn upstream_status(u: &Upstream) -> Value {
             "failures": p.counts.names(),
             "ejection_time_ms": millis(p.ejection_time),
             "max_ejection_time_ms": millis(p.max_ejection_time),
+            "max_ejection_percent": p.max_ejection_percent,
+            "max_ejected_backends": p.max_ejected(u.backends().len()),
         },
         "slow_start_ms": u.slow_start().map(millis),
         "retry_budget": {
@@ -233,6 +235,15 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
         let share = effective * 100.0 / f64::from(b.weight);
         reason += &format!("; slow start at {share:.0}% of its weight");
     }
+    if let (Some(capped), "healthy") = (&h.capped, state) {
+        reason += &format!("; not ejected: {capped}");
+    }
+    if let (Some(until), "healthy") = (h.avoided_until, state) {
+        let ms = until.saturating_sub(now) / 1_000_000;
+        reason += &format!(
+            "; a connect to it failed: other backends first for {ms} ms more, or until it answers"
+        );
+    }
     if held_back == Some(true) && state == "healthy" {
         reason += &format!(
             "; held back by least_connections: answers in {} ms at best, {} times the \
@@ -276,6 +287,7 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
         "ejection": ejection,
         "ejections_total": h.ejections,
         "consecutive_request_failures": h.failures_in_row,
+        "passed_over_until": h.avoided_until.map(|t| rfc3339(health::wall_clock(t, now))),
         "in_flight": s.in_flight(),
         "base_latency_ms": latency_ms,
         "held_back": held_back,

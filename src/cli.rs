@@ -112,11 +112,13 @@ fn health_summary(u: &UpstreamConfig) -> String {
     let passive = if p.consecutive_failures == 0 {
         "no ejection".to_string()
     } else {
+        let max = p.max_ejected(u.backends.len());
         format!(
-            "ejection after {} failures in a row ({}) for {}",
+            "ejection after {} failures in a row ({}) for {}, at most {max} backend{} at once",
             p.consecutive_failures,
             p.counts.names().join(", "),
-            humantime::format_duration(p.ejection_time)
+            humantime::format_duration(p.ejection_time),
+            if max == 1 { "" } else { "s" }
         )
     };
     let slow = u.slow_start.map_or(String::new(), |d| {

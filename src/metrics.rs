@@ -30,6 +30,7 @@ pub const BACKEND_HEALTHY: &str = "switchyard_backend_healthy";
 pub const BACKEND_WEIGHT: &str = "switchyard_backend_weight";
 pub const HEALTH_CHECKS_TOTAL: &str = "switchyard_health_checks_total";
 pub const BACKEND_EJECTIONS_TOTAL: &str = "switchyard_backend_ejections_total";
+pub const EJECTIONS_CAPPED_TOTAL: &str = "switchyard_ejections_capped_total";
 pub const UPSTREAM_PANIC: &str = "switchyard_upstream_panic";
 pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "switchyard_config_last_reload_successful";
@@ -141,6 +142,8 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     /// upstream, backend.
     pub ejections: IntCounterVec,
+    /// upstream: ejections due that the upstream's cap did not allow.
+    ejections_capped: IntCounterVec,
     in_flight: IntGaugeVec,
     healthy: IntGaugeVec,
     weight: IntGaugeVec,
@@ -181,6 +184,7 @@ impl Metrics {
             local_responses: counter(LOCAL_RESPONSES_TOTAL, "Responses the proxy made itself (no backend answered), by status code.", &["code"]),
             health_checks: counter(HEALTH_CHECKS_TOTAL, "Active health checks, by result (success, failure, timeout).", &["upstream", "backend", "result"]),
             ejections: counter(BACKEND_EJECTIONS_TOTAL, "Times a backend was ejected after failed requests.", backend),
+            ejections_capped: counter(EJECTIONS_CAPPED_TOTAL, "Failed requests that called for an ejection the upstream's max_ejection_percent did not allow.", &["upstream"]),
             in_flight: gauge(BACKEND_IN_FLIGHT, "Requests sent to a backend and not finished.", backend),
             healthy: gauge(BACKEND_HEALTHY, "1 if the backend passes its checks and is not ejected, else 0.", backend),
             weight: gauge(BACKEND_WEIGHT, "The backend's configured weight.", backend),
@@ -209,7 +213,7 @@ impl Metrics {
                 .client_timeouts
                 .with_label_values(&[timeout.as_str()]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 19] = [
+        let all: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -221,6 +225,7 @@ impl Metrics {
             Box::new(metrics.local_responses.clone()),
             Box::new(metrics.health_checks.clone()),
             Box::new(metrics.ejections.clone()),
+            Box::new(metrics.ejections_capped.clone()),
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.weight.clone()),
@@ -248,7 +253,7 @@ impl Metrics {
         }
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         for upstream in snapshot.upstreams() {
-            for per_upstream in [&self.retries, &self.retry_budget_exhausted] {
+            for per_upstream in self.per_upstream() {
                 per_upstream.with_label_values(&[upstream.name()]);
             }
             for b in upstream.backends() {
@@ -315,6 +320,19 @@ impl Metrics {
         self.ejections.with_label_values(&[upstream, backend]).inc();
     }
 
+    pub fn observe_ejection_capped(&self, upstream: &str) {
+        self.ejections_capped.with_label_values(&[upstream]).inc();
+    }
+
+    /// The counters labelled by upstream alone.
+    fn per_upstream(&self) -> [&IntCounterVec; 3] {
+        [
+            &self.retries,
+            &self.retry_budget_exhausted,
+            &self.ejections_capped,
+        ]
+    }
+
     pub fn observe_client_timeout(&self, timeout: ClientTimeout) {
         self.client_timeouts
             .with_label_values(&[timeout.as_str()])
@@ -376,7 +394,7 @@ impl Metrics {
         let upstreams: HashSet<&str> = known.iter().map(|(u, _)| u.as_str()).collect();
         let gone =
             |u: &str| !upstreams.contains(u) && !snapshot.upstreams().iter().any(|x| x.name() == u);
-        for per_upstream in [&self.retries, &self.retry_budget_exhausted] {
+        for per_upstream in self.per_upstream() {
             for family in per_upstream.collect() {
                 for m in family.get_metric() {
                     let u = m.get_label().first().map_or("", |l| l.value());

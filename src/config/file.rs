@@ -89,6 +89,7 @@ pub struct PassiveSection {
     pub failures: Option<Spanned<Vec<Spanned<String>>>>,
     pub ejection_time: Option<Spanned<String>>,
     pub max_ejection_time: Option<Spanned<String>>,
+    pub max_ejection_percent: Option<Spanned<i64>>,
 }
 
 /// `[upstreams.NAME.retry_budget]`: how many retries the upstream allows.

@@ -75,6 +75,9 @@ pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
 /// Longest ejection.
 pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+/// Most of an upstream's backends that may be ejected at once, in percent
+/// (Envoy's default); at least one backend may be, whatever the share.
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,6 +297,17 @@ pub struct Passive {
     pub ejection_time: Duration,
     /// Cap on the length of an ejection; at least `ejection_time`.
     pub max_ejection_time: Duration,
+    /// 0 to 100: the most of the upstream's backends ejected at once, in
+    /// percent, rounded down, but never fewer than one backend. Default
+    /// [`DEFAULT_MAX_EJECTION_PERCENT`].
+    pub max_ejection_percent: u32,
+}
+
+impl Passive {
+    /// How many of `backends` may be ejected at once.
+    pub fn max_ejected(&self, backends: usize) -> usize {
+        (backends * self.max_ejection_percent as usize / 100).max(1)
+    }
 }
 
 impl Default for Passive {
@@ -303,6 +317,7 @@ impl Default for Passive {
             counts: Outcomes::DEFAULT,
             ejection_time: DEFAULT_EJECTION_TIME,
             max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
         }
     }
 }

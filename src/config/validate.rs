@@ -439,11 +439,16 @@ impl Source<'_> {
                 max
             }
         };
+        let max_ejection_percent = match &p.max_ejection_percent {
+            None => DEFAULT_MAX_EJECTION_PERCENT,
+            Some(n) => self.in_range(n, "max_ejection_percent", 0, 100)? as u32,
+        };
         Ok(Passive {
             consecutive_failures,
             counts,
             ejection_time,
             max_ejection_time,
+            max_ejection_percent,
         })
     }
 

@@ -19,7 +19,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use crate::config::HealthCheck;
 use crate::metrics::{CheckResult, Metrics};
 use crate::pool::health::{self, Ejection};
-use crate::pool::{BackendState, Pool, Snapshot};
+use crate::pool::{BackendState, Pool, Snapshot, Verdict};
 
 pub use probe::Probe;
 
@@ -143,6 +143,7 @@ async fn run(
     sleep(jitter(check.interval)).await;
     loop {
         let started = Instant::now();
+        let began = health::now();
         let (result, message) = match timeout(check.timeout, probe.run()).await {
             Ok(Ok(message)) => (CheckResult::Success, message),
             Ok(Err(message)) => (CheckResult::Failure, message),
@@ -153,9 +154,20 @@ async fn run(
         };
         metrics.observe_check(&upstream, state.address(), result);
         let passed = result == CheckResult::Success;
+        let now = health::now();
+        if passed {
+            if let Some(ejection) = state.health().check_passed(began, now) {
+                log::info!(
+                    "backend {} of upstream {upstream} is back: a check passed after it was \
+                     ejected for {}, so it was restarted",
+                    state.address(),
+                    ejection.reason
+                );
+            }
+        }
         let change = state
             .health()
-            .record_check(passed, message, thresholds, health::now());
+            .record_check(passed, message, thresholds, now);
         if let Some(change) = change {
             let verdict = if change.healthy {
                 "healthy"
@@ -180,9 +192,31 @@ fn jitter(max: Duration) -> Duration {
     rand::thread_rng().gen_range(Duration::ZERO..max)
 }
 
+/// Counts and logs what an attempt's outcome did to its backend.
+pub fn report_verdict(
+    metrics: &Metrics,
+    upstream: &str,
+    backend: &Arc<BackendState>,
+    verdict: Verdict,
+) {
+    match verdict {
+        Verdict::Counted => {}
+        Verdict::Ejected(ejection) => report_ejection(metrics, upstream, backend, &ejection),
+        Verdict::Capped { why, first } => {
+            metrics.observe_ejection_capped(upstream);
+            if first {
+                log::warn!(
+                    "backend {} of upstream {upstream} is not ejected: {why}",
+                    backend.address()
+                );
+            }
+        }
+    }
+}
+
 /// Counts and logs an ejection, and logs the backend's return when it ends
-/// (if nothing has ejected it again by then).
-pub fn report_ejection(
+/// (if nothing has ended it early or ejected it again by then).
+fn report_ejection(
     metrics: &Metrics,
     upstream: &str,
     backend: &Arc<BackendState>,
@@ -197,14 +231,15 @@ pub fn report_ejection(
     );
     // Weak: a backend removed meanwhile has nothing left to report.
     let (backend, upstream) = (Arc::downgrade(backend), upstream.to_string());
-    let wait = Duration::from_nanos(ejection.until.saturating_sub(health::now()));
+    let until = ejection.until;
+    let wait = Duration::from_nanos(until.saturating_sub(health::now()));
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             sleep(wait).await;
             let Some(backend) = backend.upgrade() else {
                 return;
             };
-            if !backend.health().ejected(health::now()) {
+            if backend.health().ejected_until() == until {
                 log::info!(
                     "backend {} of upstream {upstream} is back from ejection",
                     backend.address()

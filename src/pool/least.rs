@@ -2,21 +2,22 @@
 //! upstream's backends.
 //!
 //! Each leaf is a backend and each inner node holds the index of the best
-//! backend below it, so the root is the pick. Best means usable first, then
-//! not held back for slowness (see [`latency`](super::latency)) unless due
-//! for a probe, then fewest in flight per unit of weight, then the earliest
-//! turn: each pick moves the backend's turn on by `TURN / weight`, so
-//! equally loaded backends take turns in proportion to their weights.
+//! backend below it, so the root is the pick. Best means usable first,
+//! then without a recent failed connect, then not held back for slowness
+//! (see [`latency`](super::latency)) unless due for a probe, then fewest in
+//! flight per unit of weight, then the earliest turn: each pick moves the
+//! backend's turn on by `TURN / weight`, so equally loaded backends take
+//! turns in proportion to their weights.
 //!
 //! A lease and its release each update one leaf-to-root path. What changes
 //! without passing through this tree is caught by a rebuild: a change of
-//! health anywhere, the end of an ejection, a held-back backend's next
-//! probe, and, every so many picks on a thread ([`REBUILD_EVERY`] or more),
-//! counts moved by leases of an older snapshot and latencies compared
-//! against the fastest backend as it was.
-//! Concurrent updates can leave a node briefly out of date; the pick is
-//! then one of the least loaded rather than the least, until the next
-//! update of that path.
+//! health anywhere, the end of an ejection or of the pass-over after a
+//! failed connect, a held-back backend's next probe, and, every so many
+//! picks on a thread ([`REBUILD_EVERY`] or more), counts moved by leases of
+//! an older snapshot and latencies compared against the fastest backend as
+//! it was. Concurrent updates can leave a node briefly out of date; the
+//! pick is then one of the least loaded rather than the least, until the
+//! next update of that path.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -185,7 +186,7 @@ impl LoadTree {
         let wake_at = self
             .states
             .iter()
-            .map(|s| s.health().ejected_until())
+            .flat_map(|s| [s.health().ejected_until(), s.health().avoided_until()])
             .filter(|&until| until != 0 && until > now.get())
             .chain(
                 usable()
@@ -262,9 +263,16 @@ impl LoadTree {
         }
         let (x, y) = (a as usize, b as usize);
         let (sx, sy) = (&self.states[x], &self.states[y]);
-        let (ux, uy) = (sx.health().usable_lazy(now), sy.health().usable_lazy(now));
+        let (hx, hy) = (sx.health(), sy.health());
+        let (ux, uy) = (hx.usable_lazy(now), hy.usable_lazy(now));
         if ux != uy {
             return if ux { a } else { b };
+        }
+        // A recent failed connect: a process that is down refuses at once
+        // and has nothing in flight, so it would look the least loaded.
+        let (ax, ay) = (hx.avoided_lazy(now), hy.avoided_lazy(now));
+        if ax != ay {
+            return if ay { a } else { b };
         }
         if self.held_count.load(Ordering::Relaxed) > 0 {
             let (hx, hy) = (

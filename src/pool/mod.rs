@@ -8,6 +8,7 @@ mod budget;
 pub mod health;
 pub mod latency;
 mod least;
+mod outcome;
 #[cfg(test)]
 mod properties;
 mod select;
@@ -21,6 +22,7 @@ use arc_swap::ArcSwap;
 pub use backend::{BackendState, Lease};
 pub use balance::{Balancer, LeastConnections, RoundRobin};
 pub use budget::{Budget, RetryWindow};
+pub use outcome::Verdict;
 pub use upstream::Upstream;
 
 use crate::config::{BackendConfig, Config};

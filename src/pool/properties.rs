@@ -1,7 +1,9 @@
 //! Properties of selection through the whole pool, for any mix of
 //! health, weights, loads and reloads: never a backend that is down,
-//! ejected or removed while a usable one exists, and least-connections
-//! always a least loaded usable one.
+//! ejected or removed while a usable one exists, nor one that just refused
+//! a connection while another did not; a retry whenever an untried backend
+//! may take traffic; and least-connections always a least loaded usable
+//! one.
 
 use super::health::{self, LazyNow};
 use crate::config::Config;
@@ -22,10 +24,12 @@ fn config(ports: &[u16], balance: &str) -> Config {
 
 proptest! {
     #[test]
-    fn selection_avoids_down_ejected_and_removed_backends(
-        // Per backend: 0 usable, 1 failing checks, 2 ejected.
-        states in prop::collection::vec(0u8..3, 2..=10),
-        removed in prop::collection::vec(any::<bool>(), 10),
+    fn selection_avoids_down_ejected_refusing_and_removed_backends(
+        // Per backend: 0 usable, 1 failing checks, 2 ejected, 3 usable but
+        // refused a connect a moment ago. Over 16 picks through the tree.
+        states in prop::collection::vec(0u8..4, 2..=24),
+        removed in prop::collection::vec(any::<bool>(), 24),
+        tried in prop::collection::vec(any::<bool>(), 24),
         least in any::<bool>(),
     ) {
         let balance = if least { "least_connections" } else { "round_robin" };
@@ -40,6 +44,7 @@ proptest! {
                 match state {
                     1 => { h.record_check(false, "down".into(), (1, 1), now); }
                     2 => { h.record_failure(&eject, Outcome::Connect, now, now); }
+                    3 => h.record_refusal(now),
                     _ => {}
                 }
             }
@@ -55,15 +60,35 @@ proptest! {
         pool.install(config(&kept, balance));
         let snapshot = pool.snapshot();
         let up = snapshot.route();
-        let any_usable = up.backends().iter().any(|b| b.state.health().usable(health::now()));
+        let now = LazyNow::new();
+        let usable = |i: usize| up.backends()[i].state.health().usable_lazy(&now);
+        let preferred = |i: usize| usable(i) && !up.backends()[i].state.health().avoided_lazy(&now);
+        let n = up.backends().len();
+        let any_usable = (0..n).any(usable);
+        let any_preferred = (0..n).any(preferred);
         for _ in 0..3 * states.len() {
             let (i, _lease) = up.select(&[]).expect("panic mode still picks");
-            let chosen = &up.backends()[i].state;
-            let port = chosen.socket_addr().port();
+            let port = up.backends()[i].state.socket_addr().port();
             prop_assert!(kept.contains(&port), "picked removed backend {port}");
             if any_usable {
-                prop_assert!(chosen.health().usable(health::now()), "picked {port} while a usable one exists");
+                prop_assert!(usable(i), "picked {port} while a usable one exists");
             }
+            if any_preferred {
+                prop_assert!(preferred(i), "picked {port}, which refused, over one that did not");
+            }
+        }
+        // A retry takes an untried backend whenever one may take traffic.
+        let tried: Vec<usize> = (0..n).filter(|&i| tried[i]).collect();
+        let untried = |i: &usize| !tried.contains(i);
+        let takeable = (0..n).filter(untried).any(|i| up.backends()[i].state.health().panic_tier().is_some());
+        match up.select(&tried) {
+            Some((i, _lease)) => {
+                prop_assert!(untried(&i), "retried on {i}, already tried");
+                if (0..n).filter(untried).any(usable) {
+                    prop_assert!(usable(i), "retried on unusable {i} while a usable one was left");
+                }
+            }
+            None => prop_assert!(!takeable, "no retry although an untried backend was left"),
         }
     }
 

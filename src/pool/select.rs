@@ -1,7 +1,8 @@
 //! Choosing a backend for one attempt: the balancer's pick among the
-//! candidates, which are the usable backends not tried yet, or, when there
-//! are none, the least bad of the rest (panic mode, and retries that have
-//! used up every usable backend).
+//! candidates. Those are the usable backends not tried yet, and among them
+//! first those with no recent failed connect; when no usable backend is
+//! left untried, the least bad of the rest (panic mode, and retries that
+//! have used up every usable backend).
 
 use super::health::{self, LazyNow};
 use super::{Lease, Upstream};
@@ -9,27 +10,37 @@ use super::{Lease, Upstream};
 /// Which backends a pick may choose from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Candidates {
-    /// Those that are usable (the normal case).
+    /// Usable, and not passed over for a recent failed connect (the
+    /// normal case).
+    Preferred,
+    /// Usable: every such backend left has failed a connect lately.
     Usable,
-    /// None is usable: those in this panic tier (see `Health::panic_tier`).
+    /// No usable backend is left: those in this panic tier (see
+    /// `Health::panic_tier`).
     Panic(u8),
 }
 
 impl Upstream {
     /// Picks a backend not in `tried` and leases a slot on it: a usable one
-    /// if there is any; otherwise (panic mode) one of the least bad.
+    /// if there is any, one without a recent failed connect if possible;
+    /// otherwise (panic mode) one of the least bad.
     pub fn select(&self, tried: &[usize]) -> Option<(usize, Lease)> {
         // The common case in constant time: a first attempt, no slow start
-        // to weigh, and the balancer's pick is usable. Anything else takes
-        // the general path below, which looks at every backend.
+        // to weigh, and the balancer's pick is preferred. Anything else
+        // takes the general path below, which looks at every backend.
         if tried.is_empty() && self.slow_start.is_none() {
             let now = LazyNow::new();
-            let usable = |i: usize| self.backends[i].state.health().usable_lazy(&now);
+            let preferred = |i: usize| {
+                let h = self.backends[i].state.health();
+                h.usable_lazy(&now) && !h.avoided_lazy(&now)
+            };
             let fast = match &self.least {
                 Some(tree) => tree
                     .best(&now)
-                    .filter(|&i| usable(i) && tree.may_take(i, &now)),
-                None => self.balancer.pick_fast(&self.backends, self.even, &usable),
+                    .filter(|&i| preferred(i) && tree.may_take(i, &now)),
+                None => self
+                    .balancer
+                    .pick_fast(&self.backends, self.even, &preferred),
             };
             if let Some(i) = fast {
                 return Some((i, self.lease(i, &now)));
@@ -60,7 +71,7 @@ impl Upstream {
     }
 
     fn pick(&self, tried: &[usize], candidates: Candidates, now: &LazyNow) -> Option<usize> {
-        let ramping = candidates == Candidates::Usable
+        let ramping = !matches!(candidates, Candidates::Panic(_))
             && self.slow_start.is_some_and(|window| {
                 let since = now.get().saturating_sub(health::nanos(window));
                 self.backends
@@ -89,20 +100,24 @@ impl Upstream {
         self.candidates(tried, &LazyNow::new()).is_some()
     }
 
-    /// Usable backends if there are any (tried or not), else the least bad
-    /// panic tier among the untried; `None` if nothing may be picked.
+    /// Among the untried: preferred backends if there are any, else usable
+    /// ones, else the least bad panic tier; `None` if nothing may be
+    /// picked. A retry that has tried every usable backend goes on to the
+    /// least bad of the others, as a first attempt does in panic mode:
+    /// an ejected backend may well be back, and the alternative is a 502.
     pub(super) fn candidates(&self, tried: &[usize], now: &LazyNow) -> Option<Candidates> {
-        let mut any_usable = false;
+        let mut usable = false;
         for (i, b) in self.backends.iter().enumerate() {
-            if b.state.health().usable_lazy(now) {
-                if !tried.contains(&i) {
-                    return Some(Candidates::Usable);
+            let h = b.state.health();
+            if !tried.contains(&i) && h.usable_lazy(now) {
+                if !h.avoided_lazy(now) {
+                    return Some(Candidates::Preferred);
                 }
-                any_usable = true;
+                usable = true;
             }
         }
-        if any_usable {
-            return None;
+        if usable {
+            return Some(Candidates::Usable);
         }
         (0..self.backends.len())
             .filter(|i| !tried.contains(i))
@@ -115,6 +130,7 @@ impl Upstream {
         let health = self.backends[i].state.health();
         !tried.contains(&i)
             && match c {
+                Candidates::Preferred => health.usable_lazy(now) && !health.avoided_lazy(now),
                 Candidates::Usable => health.usable_lazy(now),
                 Candidates::Panic(tier) => health.panic_tier() == Some(tier),
             }
@@ -249,8 +265,68 @@ mod tests {
             let (i, _) = up.select(&[0]).unwrap();
             assert_eq!(i, 2);
         }
-        assert!(up.select(&[0, 2]).is_none());
-        assert!(!up.has_untried(&[0, 2]));
+        // Every usable backend tried: a retry goes on to the least bad of
+        // the rest rather than give up.
+        assert_eq!(up.select(&[0, 2]).unwrap().0, 1);
+        assert!(up.has_untried(&[0, 2]));
+        assert!(up.select(&[0, 1, 2]).is_none());
+        assert!(!up.has_untried(&[0, 1, 2]));
+    }
+
+    /// A backend that refused a connection is down (or restarting): it
+    /// has nothing in flight, so least-connections would send it nearly
+    /// everything, each a failure and a retry; round-robin its share. Both
+    /// pass it over while another backend has no such failure, by scan
+    /// (3 backends) and through the tree (20), and take it back once it
+    /// answers.
+    #[test]
+    fn a_backend_that_refused_a_connection_is_passed_over() {
+        for balance in Balance::NAMES {
+            for n in [3, LoadTree::MIN_BACKENDS + 4] {
+                let list: Vec<String> = (0..n)
+                    .map(|i| format!("\"127.0.0.1:{}\"", 3001 + i))
+                    .collect();
+                let text = format!(
+                    "[upstreams.app]\nbalance = \"{balance}\"\nbackends = [{}]\n",
+                    list.join(", ")
+                );
+                let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
+                let snapshot = pool.snapshot();
+                let up = snapshot.route();
+                let refused = &up.backends()[0].state;
+                up.record_outcome(refused, 0, Some(crate::config::Outcome::Connect));
+                assert!(up.is_ready(), "{balance}: a refusal is not an outage");
+                for _ in 0..4 * n {
+                    let (i, lease) = up.select(&[]).unwrap();
+                    assert_ne!(i, 0, "{balance}, {n} backends: picked the refusing backend");
+                    drop(lease);
+                }
+                // With every other backend tried, a retry still takes it.
+                let others: Vec<usize> = (1..n).collect();
+                assert_eq!(up.select(&others).unwrap().0, 0);
+                // An answer on an attempt chosen after the refusal ends it.
+                up.record_outcome(refused, health::now(), None);
+                let picked = (0..4 * n).any(|_| up.select(&[]).unwrap().0 == 0);
+                assert!(picked, "{balance}, {n} backends: never taken back");
+            }
+        }
+    }
+
+    /// With every backend refusing, they are all still candidates: the
+    /// pass-over ranks backends, it never empties the pool.
+    #[test]
+    fn when_every_backend_refused_each_is_still_picked() {
+        let pool = Pool::new(config(r#""127.0.0.1:3001", "127.0.0.1:3002""#));
+        let snapshot = pool.snapshot();
+        let up = snapshot.route();
+        for b in up.backends() {
+            up.record_outcome(&b.state, 0, Some(crate::config::Outcome::Connect));
+        }
+        let mut picks = [0; 2];
+        for _ in 0..10 {
+            picks[up.select(&[]).unwrap().0] += 1;
+        }
+        assert_eq!(picks, [5, 5]);
     }
 
     #[test]

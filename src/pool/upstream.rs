@@ -2,7 +2,7 @@
 //! of a backend for each attempt, from the usable ones when there are any
 //! and from the least bad otherwise (panic mode).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::health::{self, LazyNow};
@@ -27,6 +27,8 @@ pub struct Upstream {
     pub(super) passive: Passive,
     pub(super) slow_start: Option<Duration>,
     pub(super) retry_budget: Budget,
+    /// Held while deciding an ejection, so that the cap holds.
+    pub(super) ejecting: Mutex<()>,
 }
 
 impl Upstream {
@@ -70,6 +72,7 @@ impl Upstream {
             passive: config.passive,
             slow_start: config.slow_start,
             retry_budget: Budget::new(config.retry_budget, registry.window(&config.name)),
+            ejecting: Mutex::new(()),
         }
     }
 

@@ -60,16 +60,9 @@ impl Proxy {
     /// Feeds the outcome of `lease`'s attempt to passive health checking:
     /// `None` is a response that does not count as a failure.
     fn passive(&self, upstream: &Upstream, lease: &Lease, outcome: Option<Outcome>) {
-        let (backend, started) = (lease.backend(), lease.started());
-        let health = backend.health();
-        let Some(outcome) = outcome else {
-            health.record_success(started);
-            return;
-        };
-        let now = health::now();
-        if let Some(ejection) = health.record_failure(upstream.passive(), outcome, started, now) {
-            crate::health::report_ejection(&self.metrics, upstream.name(), backend, &ejection);
-        }
+        let backend = lease.backend();
+        let verdict = upstream.record_outcome(backend, lease.started(), outcome);
+        crate::health::report_verdict(&self.metrics, upstream.name(), backend, verdict);
     }
 
     /// Takes one retry from `upstream`'s budget; counts it when spent.

@@ -557,6 +557,26 @@ fn max_ejection_time_below_ejection_time() {
 }
 
 #[test]
+fn max_ejection_percent_defaults_to_a_tenth_and_is_a_percentage() {
+    let config = parse(Path::new("proxy.toml"), BACKENDS).expect("valid");
+    assert_eq!(config.upstreams[0].passive.max_ejection_percent, 10);
+    let e = err(&with_table(
+        "passive_health_check",
+        "max_ejection_percent = 101\n",
+    ));
+    assert_kind!(
+        e,
+        ErrorKind::OutOfRange {
+            key: "max_ejection_percent",
+            value: 101,
+            min: 0,
+            max: 100,
+        }
+    );
+    assert_eq!(e.line(), Some(5));
+}
+
+#[test]
 fn retry_budget_settings_and_defaults() {
     let config = parse(Path::new("proxy.toml"), BACKENDS).expect("valid");
     let budget = config.upstreams[0].retry_budget;

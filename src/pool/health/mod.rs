@@ -17,7 +17,7 @@ use std::time::Duration;
 pub use checks::{Change, CheckRecord};
 pub use clock::{at, changes, now, wall_clock, LazyNow, ORIGIN};
 pub(crate) use clock::{changed, nanos};
-pub use passive::{ejection_length, Ejection};
+pub use passive::{ejection_length, DueEjection, Ejection, AVOID_AFTER_CONNECT_FAILURE};
 
 /// Smallest share of its weight a backend gets when slow start begins.
 pub const SLOW_START_MIN_PERMILLE: u64 = 100;
@@ -54,6 +54,10 @@ pub struct Health {
     /// counted failure ejects again (as nginx retries one request after
     /// `fail_timeout`).
     probation: AtomicBool,
+    /// When a connect to it last failed; 0 if never, or cleared since by
+    /// an answer or a passing check. Balancers pass it over for
+    /// [`AVOID_AFTER_CONNECT_FAILURE`] after that.
+    refused_at: AtomicU64,
     detail: Mutex<Detail>,
 }
 
@@ -66,6 +70,8 @@ struct Detail {
     ejections: u64,
     last_ejection: Option<Ejection>,
     last_change: Option<Change>,
+    /// Why the last ejection due did not happen: the upstream's cap.
+    capped: Option<String>,
 }
 
 /// What `/status` shows of a backend's health.
@@ -81,6 +87,11 @@ pub struct Report {
     pub ejected: Option<Ejection>,
     pub ejections: u64,
     pub failures_in_row: u32,
+    /// Until when balancers pass it over after a failed connect, if now.
+    pub avoided_until: Option<u64>,
+    /// Why it is not ejected although its failures say it should be:
+    /// the upstream's cap on ejections. Only while no success came since.
+    pub capped: Option<String>,
 }
 
 impl Health {
@@ -92,6 +103,7 @@ impl Health {
             ejected_until: AtomicU64::new(0),
             failures_in_row: AtomicU32::new(0),
             probation: AtomicBool::new(false),
+            refused_at: AtomicU64::new(0),
             detail: Mutex::new(Detail::default()),
         }
     }
@@ -126,10 +138,13 @@ impl Health {
     }
 
     /// The start time to record for an attempt beginning `now`: only ever
-    /// compared with ejection ends, so for a backend never ejected 0 is as
-    /// good (it began before any ejection) and spares the clock.
+    /// compared with the ends of ejections and with failed connects, so
+    /// for a backend with neither 0 is as good (it began before any) and
+    /// spares the clock.
     pub fn attempt_start(&self, now: &LazyNow) -> u64 {
-        if self.ejected_until.load(Ordering::Relaxed) == 0 {
+        if self.ejected_until.load(Ordering::Relaxed) == 0
+            && self.refused_at.load(Ordering::Relaxed) == 0
+        {
             0
         } else {
             now.get()
@@ -158,6 +173,7 @@ impl Health {
 
     pub fn report(&self, now: u64) -> Report {
         let d = self.detail();
+        let failures_in_row = self.failures_in_row.load(Ordering::Relaxed);
         Report {
             active_up: self.active_up.load(Ordering::Relaxed),
             ever_up: self.ever_up.load(Ordering::Relaxed),
@@ -167,7 +183,9 @@ impl Health {
             last_change: d.last_change.clone(),
             ejected: d.last_ejection.clone().filter(|e| e.until > now),
             ejections: d.ejections,
-            failures_in_row: self.failures_in_row.load(Ordering::Relaxed),
+            failures_in_row,
+            avoided_until: Some(self.avoided_until()).filter(|&t| t > now),
+            capped: d.capped.clone().filter(|_| failures_in_row > 0),
         }
     }
 }
