@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use crate::support::proxy::{app, metric_sum};
 use crate::support::raw::{RawBackend, Then};
-use crate::support::{client, closed_port, eventually, Behavior, TestBackend, TestProxy};
+use crate::support::{client, eventually, Behavior, TestBackend, TestProxy};
 
 /// Pingora holds this much of a request body for a replay.
 const REPLAY_BUFFER: usize = 64 * 1024;
@@ -153,13 +153,16 @@ const EACH: usize = 15;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_bounds_the_retries_of_a_burst() {
-    let dead = closed_port();
+    // `closer` takes each request and hangs up without a word: a broken
+    // connection, retried since GET is safe to repeat. (A refusing backend
+    // would not do: balancers pass it over after its first refusal.)
+    let closer = RawBackend::start(b"", Then::Close).await;
     let good = TestBackend::start("good", Behavior::Name).await;
-    // No ejection, so the dead backend keeps taking first attempts; a
-    // budget of 1 retry per second: 10 over the 10 s window.
+    // No ejection, so `closer` keeps taking first attempts; a budget of 1
+    // retry per second: 10 over the 10 s window.
     let tables = "[upstreams.app.passive_health_check]\nconsecutive_failures = 0\n\
                   [upstreams.app.retry_budget]\nratio = 0\nmin_retries_per_second = 1\n";
-    let proxy = proxy(dead, good.addr, tables).await;
+    let proxy = proxy(closer.addr, good.addr, tables).await;
     let started = std::time::Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
@@ -180,18 +183,18 @@ async fn the_retry_budget_bounds_the_retries_of_a_burst() {
     let elapsed = started.elapsed();
     let total = (CLIENTS * EACH) as f64;
     let m = proxy.metrics_after(total).await;
-    let dead = dead.to_string();
+    let closer = closer.addr.to_string();
     let failed_first = metric_sum(
         &m,
         "switchyard_upstream_failures_total",
-        &[("backend", &dead), ("kind", "connect")],
+        &[("backend", &closer), ("kind", "reset")],
     );
     let retries = metric_sum(&m, "switchyard_retries_total", &[]);
     let exhausted = metric_sum(&m, "switchyard_retry_budget_exhausted_total", &[]);
     let refused = statuses.iter().filter(|&&s| s == 502).count() as f64;
     let ok = statuses.iter().filter(|&&s| s == 200).count() as f64;
-    // Round-robin sends about half the first attempts to the dead backend:
-    // far more than the budget.
+    // Round-robin sends about half the first attempts to `closer`: far
+    // more than the budget.
     assert!(failed_first > 10.0 + CLIENTS as f64, "{failed_first}");
     // Each of those was either retried on `good` or refused by the budget.
     assert_eq!(retries + exhausted, failed_first);
