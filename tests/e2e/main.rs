@@ -9,6 +9,7 @@ mod balancing;
 mod binary;
 mod clients;
 mod config_errors;
+mod crashloop;
 mod failures;
 mod headers;
 mod health;

@@ -212,3 +212,60 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usiz
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// A client on one keep-alive connection that never retries anything: a
+/// request whose answer does not come whole is a failure, as it would be
+/// for a client that cannot know whether repeating it is safe.
+pub struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// The last response said `Connection: close`.
+    closed: bool,
+}
+
+impl KeepAlive {
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(KeepAlive {
+            stream,
+            buf: Vec::new(),
+            closed: false,
+        })
+    }
+
+    /// Whether the server said it closes this connection: the next
+    /// request needs a new one.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// `GET path` on this connection: the status and body, or what went
+    /// wrong. Bounded by [`DEADLINE`].
+    pub async fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: keepalive.test\r\n\r\n");
+        let run = async {
+            self.stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            let head = read_head(&mut self.stream, &mut self.buf)
+                .await
+                .ok_or("the connection ended before a response")?;
+            let status = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("bad status line: {head}"))?;
+            let (body, complete) = read_body(&mut self.stream, &mut self.buf, &head).await;
+            self.closed =
+                header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            if !complete {
+                return Err(format!("{status} with its body cut short"));
+            }
+            Ok((status, String::from_utf8_lossy(&body).trim().to_string()))
+        };
+        tokio::time::timeout(DEADLINE, run)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {DEADLINE:?}")))
+    }
+}
