@@ -238,7 +238,7 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
     if let (Some(capped), "healthy") = (&h.capped, state) {
         reason += &format!("; not ejected: {capped}");
     }
-    if let (Some(until), "healthy") = (h.avoided_until, state) {
+    if let (Some(until), "healthy") = (h.passed_over_until, state) {
         let ms = until.saturating_sub(now) / 1_000_000;
         reason += &format!(
             "; a connect to it failed: other backends first for {ms} ms more, or until it answers"
@@ -287,7 +287,7 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
         "ejection": ejection,
         "ejections_total": h.ejections,
         "consecutive_request_failures": h.failures_in_row,
-        "passed_over_until": h.avoided_until.map(|t| rfc3339(health::wall_clock(t, now))),
+        "passed_over_until": h.passed_over_until.map(|t| rfc3339(health::wall_clock(t, now))),
         "in_flight": s.in_flight(),
         "base_latency_ms": latency_ms,
         "held_back": held_back,

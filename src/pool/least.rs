@@ -186,7 +186,7 @@ impl LoadTree {
         let wake_at = self
             .states
             .iter()
-            .flat_map(|s| [s.health().ejected_until(), s.health().avoided_until()])
+            .flat_map(|s| [s.health().ejected_until(), s.health().passed_over_until()])
             .filter(|&until| until != 0 && until > now.get())
             .chain(
                 usable()
@@ -270,7 +270,7 @@ impl LoadTree {
         }
         // A recent failed connect: a process that is down refuses at once
         // and has nothing in flight, so it would look the least loaded.
-        let (ax, ay) = (hx.avoided_lazy(now), hy.avoided_lazy(now));
+        let (ax, ay) = (hx.passed_over_lazy(now), hy.passed_over_lazy(now));
         if ax != ay {
             return if ay { a } else { b };
         }

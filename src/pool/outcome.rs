@@ -173,11 +173,11 @@ mod tests {
         let a = &up.backends()[0].state;
         up.record_outcome(a, 0, Some(Outcome::Connect));
         let now = health::LazyNow::new();
-        assert!(a.health().avoided_lazy(&now));
+        assert!(a.health().passed_over_lazy(&now));
         // An answer to an attempt chosen before the failure is old news.
         up.record_outcome(a, 0, None);
-        assert!(a.health().avoided_lazy(&now));
+        assert!(a.health().passed_over_lazy(&now));
         up.record_outcome(a, health::now(), None);
-        assert!(!a.health().avoided_lazy(&health::LazyNow::new()));
+        assert!(!a.health().passed_over_lazy(&health::LazyNow::new()));
     }
 }

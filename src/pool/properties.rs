@@ -62,7 +62,7 @@ proptest! {
         let up = snapshot.route();
         let now = LazyNow::new();
         let usable = |i: usize| up.backends()[i].state.health().usable_lazy(&now);
-        let preferred = |i: usize| usable(i) && !up.backends()[i].state.health().avoided_lazy(&now);
+        let preferred = |i: usize| usable(i) && !up.backends()[i].state.health().passed_over_lazy(&now);
         let n = up.backends().len();
         let any_usable = (0..n).any(usable);
         let any_preferred = (0..n).any(preferred);

@@ -32,7 +32,7 @@ impl Upstream {
             let now = LazyNow::new();
             let preferred = |i: usize| {
                 let h = self.backends[i].state.health();
-                h.usable_lazy(&now) && !h.avoided_lazy(&now)
+                h.usable_lazy(&now) && !h.passed_over_lazy(&now)
             };
             let fast = match &self.least {
                 Some(tree) => tree
@@ -110,7 +110,7 @@ impl Upstream {
         for (i, b) in self.backends.iter().enumerate() {
             let h = b.state.health();
             if !tried.contains(&i) && h.usable_lazy(now) {
-                if !h.avoided_lazy(now) {
+                if !h.passed_over_lazy(now) {
                     return Some(Candidates::Preferred);
                 }
                 usable = true;
@@ -130,7 +130,7 @@ impl Upstream {
         let health = self.backends[i].state.health();
         !tried.contains(&i)
             && match c {
-                Candidates::Preferred => health.usable_lazy(now) && !health.avoided_lazy(now),
+                Candidates::Preferred => health.usable_lazy(now) && !health.passed_over_lazy(now),
                 Candidates::Usable => health.usable_lazy(now),
                 Candidates::Panic(tier) => health.panic_tier() == Some(tier),
             }

@@ -2,7 +2,7 @@
 //! upstream with nothing left answers 502, a silent backend 504, and the
 //! in-flight count always returns to zero.
 
-use switchyard::pool::health::AVOID_AFTER_CONNECT_FAILURE;
+use switchyard::pool::health::PASS_OVER_AFTER_CONNECT_FAILURE;
 
 use crate::support::proxy::metric_sum;
 use crate::support::raw::{RawBackend, Then};
@@ -32,7 +32,7 @@ async fn refused_connections_are_retried_on_another_backend() {
     // retry; its refusal makes balancers pass it over for about a second,
     // then it gets one more try, and so on. Five refusals in a row (the
     // default) would eject it; a run too short for that ejects nothing.
-    let passes = elapsed.as_nanos() / u128::from(AVOID_AFTER_CONNECT_FAILURE) + 1;
+    let passes = elapsed.as_nanos() / u128::from(PASS_OVER_AFTER_CONNECT_FAILURE) + 1;
     assert!(connect_failures >= 1.0, "{connect_failures}");
     assert!(
         connect_failures <= passes as f64,

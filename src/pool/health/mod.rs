@@ -1,6 +1,6 @@
 //! Whether a backend may take traffic, and why: the verdict of active
-//! checks (`checks.rs`), ejection after failed requests (`passive.rs`),
-//! and the slow-start ramp.
+//! checks (`checks.rs`), ejection after failed requests and the pass-over
+//! after a failed connect (`passive.rs`), and the slow-start ramp.
 //!
 //! The data plane reads only atomics here. The mutex guards the details
 //! that `/status` shows, and is taken by the checker, by an ejection and by
@@ -17,7 +17,7 @@ use std::time::Duration;
 pub use checks::{Change, CheckRecord};
 pub use clock::{at, changes, now, wall_clock, LazyNow, ORIGIN};
 pub(crate) use clock::{changed, nanos};
-pub use passive::{ejection_length, DueEjection, Ejection, AVOID_AFTER_CONNECT_FAILURE};
+pub use passive::{ejection_length, DueEjection, Ejection, PASS_OVER_AFTER_CONNECT_FAILURE};
 
 /// Smallest share of its weight a backend gets when slow start begins.
 pub const SLOW_START_MIN_PERMILLE: u64 = 100;
@@ -56,7 +56,7 @@ pub struct Health {
     probation: AtomicBool,
     /// When a connect to it last failed; 0 if never, or cleared since by
     /// an answer or a passing check. Balancers pass it over for
-    /// [`AVOID_AFTER_CONNECT_FAILURE`] after that.
+    /// [`PASS_OVER_AFTER_CONNECT_FAILURE`] after that.
     refused_at: AtomicU64,
     detail: Mutex<Detail>,
 }
@@ -88,7 +88,7 @@ pub struct Report {
     pub ejections: u64,
     pub failures_in_row: u32,
     /// Until when balancers pass it over after a failed connect, if now.
-    pub avoided_until: Option<u64>,
+    pub passed_over_until: Option<u64>,
     /// Why it is not ejected although its failures say it should be:
     /// the upstream's cap on ejections. Only while no success came since.
     pub capped: Option<String>,
@@ -184,7 +184,7 @@ impl Health {
             ejected: d.last_ejection.clone().filter(|e| e.until > now),
             ejections: d.ejections,
             failures_in_row,
-            avoided_until: Some(self.avoided_until()).filter(|&t| t > now),
+            passed_over_until: Some(self.passed_over_until()).filter(|&t| t > now),
             capped: d.capped.clone().filter(|_| failures_in_row > 0),
         }
     }

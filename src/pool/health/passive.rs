@@ -1,5 +1,7 @@
 //! Passive health: ejection after failed requests, growing for a backend
-//! that keeps failing, and probation after an ejection ends.
+//! that keeps failing, probation after an ejection ends, the early end of
+//! an ejection when a check shows the process was restarted, and the
+//! pass-over after a failed connect.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use crate::config::{Outcome, Passive};
 /// flight and least-connections would otherwise send it nearly every
 /// request; round-robin would send it its share, each one a retry. An
 /// answer from it, or a passing check, ends this at once.
-pub const AVOID_AFTER_CONNECT_FAILURE: u64 = 1 << 30;
+pub const PASS_OVER_AFTER_CONNECT_FAILURE: u64 = 1 << 30;
 
 /// One ejection.
 #[derive(Debug, Clone)]
@@ -88,9 +90,9 @@ impl Health {
     /// timed out): balancers pass it over for a while.
     pub fn record_refusal(&self, now: u64) {
         let before = self.refused_at.swap(now.max(1), Ordering::Relaxed);
-        // Least-connections' tree ranks avoided backends last: it must
+        // Least-connections' tree ranks passed-over backends last: it must
         // look again when one starts to be.
-        if before == 0 || now.saturating_sub(before) >= AVOID_AFTER_CONNECT_FAILURE {
+        if before == 0 || now.saturating_sub(before) >= PASS_OVER_AFTER_CONNECT_FAILURE {
             changed();
         }
     }
@@ -109,19 +111,19 @@ impl Health {
     }
 
     /// Whether balancers pass it over now: a connect to it failed less
-    /// than [`AVOID_AFTER_CONNECT_FAILURE`] ago, and nothing since got
+    /// than [`PASS_OVER_AFTER_CONNECT_FAILURE`] ago, and nothing since got
     /// through. Reads the clock only for such a backend.
-    pub fn avoided_lazy(&self, now: &LazyNow) -> bool {
+    pub fn passed_over_lazy(&self, now: &LazyNow) -> bool {
         let at = self.refused_at.load(Ordering::Relaxed);
-        at != 0 && now.get() < at.saturating_add(AVOID_AFTER_CONNECT_FAILURE)
+        at != 0 && now.get() < at.saturating_add(PASS_OVER_AFTER_CONNECT_FAILURE)
     }
 
     /// When the pass-over after its last failed connect ends or ended; 0
     /// if there is none.
-    pub fn avoided_until(&self) -> u64 {
+    pub fn passed_over_until(&self) -> u64 {
         match self.refused_at.load(Ordering::Relaxed) {
             0 => 0,
-            at => at.saturating_add(AVOID_AFTER_CONNECT_FAILURE),
+            at => at.saturating_add(PASS_OVER_AFTER_CONNECT_FAILURE),
         }
     }
 
