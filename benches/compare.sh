@@ -6,7 +6,7 @@
 #     QUICK=1 bash benches/compare.sh      # 1 round of 2 s runs (smoke test)
 #
 # It installs what is missing (Debian packages: nginx and its echo module,
-# haproxy, wrk, nghttp2-client for h2load), builds Switchyard in release mode,
+# haproxy, wrk, nghttp2-client for h2load, nodejs), builds Switchyard in release mode,
 # starts the backends (one nginx worker: two fast servers, one that answers
 # after SLOW_MS, and stub_status) and the load generators on LOAD_CPU, and
 # each proxy fresh for every run, pinned to PROXY_CPU. Targets run
@@ -19,8 +19,10 @@
 #   CONNS [64]  MANY_CONNS [1000]  IDLE_CONNS [10000] (fewer if `ulimit -n` is low)
 #   RATE [5000] req/s, over RATE_CONNS [100] connections, for the fixed-rate run
 #   SLOW_MS [20]  SLOW_RATE [RATE / 2] over SLOW_CONNS [200] connections
+#   CRASH_SECS [20] seconds of crash loop, CRASH_CONNS [8] clients; one of the
+#     Node.js backends, in turn, killed every CRASH_EVERY [2] s, restarted CRASH_DOWN [1] s later
 #   PROXY_CPU [0]  LOAD_CPU [1]  QUICK [0]  KEEP_TMP [0]: keep configs and logs
-#   ONLY [all]: some of keepalive fixed many idle slow unpinned, to rerun those
+#   ONLY [all]: some of keepalive fixed many idle slow unpinned crashloop, to rerun those
 #   TIME_LIMIT [generous] seconds after the build before the whole run is stopped
 set -euo pipefail
 
@@ -52,6 +54,10 @@ SLOW_MS=${SLOW_MS:-20}
 # the tail when one backend is slow.
 SLOW_RATE=${SLOW_RATE:-$((RATE / 2))}
 SLOW_CONNS=${SLOW_CONNS:-200}
+CRASH_SECS=${CRASH_SECS:-$((${QUICK:-0} == 1 ? 6 : 20))}
+CRASH_CONNS=${CRASH_CONNS:-8}
+CRASH_EVERY=${CRASH_EVERY:-2}
+CRASH_DOWN=${CRASH_DOWN:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # Longest an idle-connections client may hold its connections, in seconds.
@@ -63,12 +69,15 @@ CLK_TCK=$(getconf CLK_TCK)
 TARGETS=(direct switchyard nginx haproxy)
 PROXIES=(switchyard nginx haproxy)
 SLOW_VARIANTS=(switchyard-rr switchyard-lc nginx-lc haproxy-lc)
+CRASH_VARIANTS=(switchyard-lc-checks switchyard-rr-checks switchyard-lc-passive nginx-lc-checks haproxy-lc-checks)
 
 for v in ROUNDS DURATION WARMUP CONNS MANY_CONNS IDLE_CONNS RATE RATE_CONNS \
-	SLOW_MS SLOW_RATE SLOW_CONNS PROXY_CPU LOAD_CPU ${TIME_LIMIT:+TIME_LIMIT}; do
+	SLOW_MS SLOW_RATE SLOW_CONNS CRASH_SECS CRASH_CONNS CRASH_EVERY CRASH_DOWN \
+	PROXY_CPU LOAD_CPU ${TIME_LIMIT:+TIME_LIMIT}; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && WARMUP >= 1)) || die "ROUNDS, DURATION and WARMUP must be at least 1"
+((CRASH_DOWN < CRASH_EVERY && CRASH_SECS >= 1)) || die "CRASH_DOWN must be shorter than CRASH_EVERY"
 (($(nproc) >= 2)) || die "needs two CPUs: one for the proxy, one for the load and the backends"
 ((PROXY_CPU != LOAD_CPU)) || die "PROXY_CPU and LOAD_CPU must differ"
 for cpu in "$PROXY_CPU" "$LOAD_CPU"; do
@@ -104,14 +113,15 @@ SWITCHYARD_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/switchyard
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-compare.XXXXXX")
 RESULTS=$WORK_DIR/results.tsv
 : >"$RESULTS"
-mapfile -t PORTS < <(python3 "$HERE/ports.py" 8)
-((${#PORTS[@]} == 8)) || die "could not find 8 free ports on 127.0.0.1"
+mapfile -t PORTS < <(python3 "$HERE/ports.py" 11)
+((${#PORTS[@]} == 11)) || die "could not find 11 free ports on 127.0.0.1"
 PORT_FAST1=${PORTS[0]} PORT_FAST2=${PORTS[1]} PORT_SLOW=${PORTS[2]} PORT_STATUS=${PORTS[3]}
 PORT_SWITCHYARD=${PORTS[4]} PORT_ADMIN=${PORTS[5]} PORT_NGINX=${PORTS[6]} PORT_HAPROXY=${PORTS[7]}
+PORTS_NODE=("${PORTS[8]}" "${PORTS[9]}" "${PORTS[10]}")
 
 # A generous bound on the whole run: 23 runs a round, each with its warm-up,
-# start, stop and the load tools' own slack.
-start_watchdog "${TIME_LIMIT:-$((ROUNDS * 23 * (DURATION + WARMUP + 30) + 600))}"
+# start, stop and the load tools' own slack, and 5 crash-loop runs.
+start_watchdog "${TIME_LIMIT:-$((ROUNDS * (23 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}"
 start_backends
 
 STARTED_AT=$SECONDS
@@ -120,7 +130,7 @@ STARTED_AT=$SECONDS
 scenario() {
 	local name=$1 what=$2 measure=$3 t
 	shift 3
-	[[ " ${ONLY:-keepalive fixed many idle slow unpinned} " == *" $name "* ]] || return 0
+	[[ " ${ONLY:-keepalive fixed many idle slow unpinned crashloop} " == *" $name "* ]] || return 0
 	log "round $ROUND of $ROUNDS: $what"
 	for t in "$@"; do "$measure" "$t"; done
 }
@@ -133,6 +143,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	backend_cpus "$PROXY_CPU,$LOAD_CPU"
 	scenario unpinned "2 threads, unpinned" measure_unpinned "${TARGETS[@]}"
 	backend_cpus "$LOAD_CPU"
+	scenario crashloop "crash-looping backends" measure_crashloop "${CRASH_VARIANTS[@]}"
 done
 ELAPSED=$((SECONDS - STARTED_AT))
 
@@ -155,7 +166,8 @@ REPORT=$OUT_DIR/$(date +%Y%m%d-%H%M%S).md
 	echo
 	python3 "$HERE/report.py" table "$RESULTS" --rate "$RATE" --conns "$CONNS" \
 		--many-conns "$MANY_CONNS" --idle-conns "$IDLE_CONNS" --slow-ms "$SLOW_MS" \
-		--slow-rate "$SLOW_RATE" --slow-conns "$SLOW_CONNS"
+		--slow-rate "$SLOW_RATE" --slow-conns "$SLOW_CONNS" --crash-secs "$CRASH_SECS" \
+		--crash-conns "$CRASH_CONNS" --crash-every "$CRASH_EVERY" --crash-down "$CRASH_DOWN"
 } >"$REPORT"
 cat "$REPORT"
 log "saved to $REPORT"

@@ -4,7 +4,7 @@
 
 # install_tools: nginx and its echo module (the slow backend's 20 ms delay),
 # HAProxy, wrk, h2load (fixed-rate load with per-request logs), python3,
-# curl, pgrep, taskset and timeout.
+# Node.js (the crash loop's backends), curl, pgrep, taskset and timeout.
 install_tools() {
 	local missing=()
 	command -v nginx >/dev/null || missing+=(nginx)
@@ -13,6 +13,7 @@ install_tools() {
 	command -v wrk >/dev/null || missing+=(wrk)
 	command -v h2load >/dev/null || missing+=(nghttp2-client)
 	command -v python3 >/dev/null || missing+=(python3)
+	command -v node >/dev/null || missing+=(nodejs)
 	command -v curl >/dev/null || missing+=(curl)
 	command -v taskset >/dev/null || missing+=(util-linux)
 	command -v pgrep >/dev/null || missing+=(procps)
@@ -32,6 +33,7 @@ install_tools() {
 		die "apt-get install ${missing[*]} failed"
 	if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null ||
 		! command -v wrk >/dev/null || ! command -v h2load >/dev/null ||
+		! command -v node >/dev/null ||
 		[[ ! -e $ECHO_MODULE ]]; then
 		die "tools still missing after apt-get install"
 	fi

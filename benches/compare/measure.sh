@@ -189,3 +189,56 @@ measure_unpinned() {
 	fi
 	stop_target
 }
+
+# measure_crashloop VARIANT: three Node.js backends, one killed with SIGKILL
+# every CRASH_EVERY seconds (each in turn) and restarted CRASH_DOWN seconds later,
+# under CRASH_CONNS keep-alive clients that never retry (wrk), for
+# CRASH_SECS seconds: requests/s, and requests that failed (any non-2xx or
+# socket error). VARIANT is KIND-BALANCE-CHECKS: CHECKS is `checks` (each
+# proxy's active checks) or `passive` (Switchyard without them).
+measure_crashloop() {
+	local variant=$1 kind balance set=crash out=$WORK_DIR/crashloop.out loop kills flag
+	kind=${variant%%-*}
+	balance=${variant#*-}
+	balance=${balance%%-*}
+	[[ $variant == *-passive ]] && set=crash-passive
+	start_bg "$out" taskset -c "$LOAD_CPU" python3 "$HERE/crashloop.py" \
+		--script "$HERE/node_backend.js" --ports "${PORTS_NODE[@]}" \
+		--every "$CRASH_EVERY" --down "$CRASH_DOWN" --seconds "$CRASH_SECS" \
+		--hold $((CRASH_SECS + 120))
+	loop=$BG_PID
+	wait_line "$out" READY "$loop" 20 || {
+		record crash_rps "$variant" nan "the Node.js backends did not start: $(tail -n 2 "$out" | tr '\n' ' ')"
+		stop_pid "$loop"
+		unregister "$loop"
+		return 0
+	}
+	start_target "$kind" 1 "$balance" "$set" "$PROXY_CPU"
+	kill -USR1 "$loop"
+	if wrk_run "$CRASH_CONNS" "$CRASH_SECS" "$LOAD_CPU"; then
+		wait_line "$out" DONE "$loop" 10 || true
+		kills=$(sed -n 's/^DONE kills=\([0-9]*\).*/\1/p' "$out")
+		flag=""
+		((${kills:-0} == 0)) && flag="no backend was killed"
+		record crash_rps "$variant" "$(wrk_rps)" "$flag"
+		record crash_failed "$variant" "${WRK[errors]}" "$flag"
+		record crash_kills "$variant" "${kills:-0}" "$flag"
+	else
+		record crash_rps "$variant" nan "wrk failed"
+	fi
+	stop_target
+	stop_pid "$loop"
+	unregister "$loop"
+}
+
+# wait_line FILE WORD PID SECONDS: wait until a line of FILE starts with
+# WORD; fail if PID exits first or SECONDS pass.
+wait_line() {
+	local deadline=$((SECONDS + $4))
+	while ((SECONDS < deadline)); do
+		grep -q "^$2" "$1" 2>/dev/null && return 0
+		alive "$3" || return 1
+		sleep 0.05
+	done
+	return 1
+}

@@ -19,6 +19,13 @@ SLOW_TARGETS = ["switchyard-rr", "switchyard-lc", "nginx-lc", "haproxy-lc"]
 SLOW_HEADS = {"switchyard-rr": "Switchyard round_robin",
               "switchyard-lc": "Switchyard least_connections",
               "nginx-lc": "nginx least_conn", "haproxy-lc": "HAProxy leastconn"}
+CRASH_TARGETS = ["switchyard-lc-checks", "switchyard-rr-checks", "switchyard-lc-passive",
+                 "nginx-lc-checks", "haproxy-lc-checks"]
+CRASH_HEADS = {"switchyard-lc-checks": "Switchyard least_connections, TCP checks",
+               "switchyard-rr-checks": "Switchyard round_robin, TCP checks",
+               "switchyard-lc-passive": "Switchyard least_connections, passive only",
+               "nginx-lc-checks": "nginx least_conn, max_fails=1 fail_timeout=2s",
+               "haproxy-lc-checks": "HAProxy leastconn, checks, retries 3, redispatch"}
 
 NOTES = """How each row is measured:
 
@@ -29,7 +36,8 @@ NOTES = """How each row is measured:
 - {many:,} connections: wrk on a fresh proxy, no warm-up; peak RSS is VmHWM of the processes holding the connections (nginx: its workers) after the run.
 - Idle connections: a Python client opens {idle:,} connections, sends one GET on each, reads the answer and holds them all; RSS (VmRSS, as above) on a fresh proxy before and one second after the last answer; per connection is the difference divided by {idle:,}.
 - One slow backend: three backends, one of which answers after {ms} ms; h2load at a fixed rate as above.
-- 2 threads unpinned: two worker threads (nginx: two workers), nothing pinned, the backends free to use every CPU; wrk as in the first row."""
+- 2 threads unpinned: two worker threads (nginx: two workers), nothing pinned, the backends free to use every CPU; wrk as in the first row.
+- Crash loop: three Node.js backends (one process each, on the load's CPU); every {every} s one of them, each in turn, is killed with SIGKILL and started again {down} s later. wrk ({cc} keep-alive connections, one thread) runs {cs} s from the first kill on; wrk never retries, so every non-2xx answer and every socket error is a failed request. Switchyard's TCP checks run every 1 s, one failure out and one pass in; HAProxy's checks likewise (`check inter 1s fall 1 rise 1`), with `retries 3`, `option redispatch` and `retry-on all-retryable-errors`; nginx has `max_fails=1 fail_timeout=2s` and its default retries (`proxy_next_upstream error timeout`)."""
 
 
 def percentile(sorted_values, p):
@@ -101,7 +109,9 @@ def ratio(values, num_target, den_target, metric):
     return f"{statistics.median(a) / statistics.median(b):.2f}×"
 
 
-def table(rows, targets, heads, ratios, values, flagged):
+def table(rows, targets, heads, ratios, values, flagged, title=None):
+    """Prints a markdown table of the rows measured, under `title`; nothing
+    when no row was (a scenario left out by ONLY)."""
     out = ["| measure | better | " + " | ".join(heads[t] for t in targets) + " | "
            + " | ".join(label for label, _, _ in ratios) + " |",
            "|---|---|" + "---|" * (len(targets) + len(ratios))]
@@ -111,7 +121,13 @@ def table(rows, targets, heads, ratios, values, flagged):
         cells = [cell(values.get((metric, t), []), (metric, t) in flagged) for t in targets]
         rats = [ratio(values, a, b, metric) for _, a, b in ratios]
         out.append(f"| {label} | {better} | " + " | ".join(cells) + " | " + " | ".join(rats) + " |")
-    return "\n".join(out)
+    if len(out) == 2:
+        return
+    if title:
+        print(title)
+        print()
+    print("\n".join(out))
+    print()
 
 
 def render(args):
@@ -139,11 +155,7 @@ def render(args):
     ]
     ratios = [("Switchyard / nginx", "switchyard", "nginx"),
               ("Switchyard / HAProxy", "switchyard", "haproxy")]
-    print(table(rows, TARGETS, HEADS, ratios, values, flagged))
-    print()
-    print(f"One backend of three adds {args.slow_ms} ms; fixed {args.slow_rate:,} req/s "
-          f"over {args.slow_conns} connections, 1 thread pinned:")
-    print()
+    table(rows, TARGETS, HEADS, ratios, values, flagged)
     slow_rows = [
         ("slow_p50", "latency p50 (ms)", "lower"),
         ("slow_p99", "latency p99 (ms)", "lower"),
@@ -155,9 +167,22 @@ def render(args):
                    ("Sw. round_robin / HAProxy", "switchyard-rr", "haproxy-lc"),
                    ("Sw. least_conn. / nginx", "switchyard-lc", "nginx-lc"),
                    ("Sw. least_conn. / HAProxy", "switchyard-lc", "haproxy-lc")]
-    print(table(slow_rows, SLOW_TARGETS, SLOW_HEADS, slow_ratios, values, flagged))
-    print()
-    print(NOTES.format(c=c, r=r, many=many, idle=idle, ms=args.slow_ms))
+    table(slow_rows, SLOW_TARGETS, SLOW_HEADS, slow_ratios, values, flagged,
+          f"One backend of three adds {args.slow_ms} ms; fixed {args.slow_rate:,} req/s "
+          f"over {args.slow_conns} connections, 1 thread pinned:")
+    crash_rows = [
+        ("crash_failed", "failed requests", "lower"),
+        ("crash_rps", "requests/s", "higher"),
+        ("crash_kills", "backend kills in the run", "= all"),
+    ]
+    crash_ratios = [("Sw. least_conn. / nginx", "switchyard-lc-checks", "nginx-lc-checks"),
+                    ("Sw. least_conn. / HAProxy", "switchyard-lc-checks", "haproxy-lc-checks")]
+    table(crash_rows, CRASH_TARGETS, CRASH_HEADS, crash_ratios, values, flagged,
+          f"Crash-looping backends: every {args.crash_every} s one of three Node.js backends, "
+          f"each in turn, is killed and restarted {args.crash_down} s later; "
+          f"{args.crash_conns} clients that never retry, {args.crash_secs} s, 1 thread pinned:")
+    print(NOTES.format(c=c, r=r, many=many, idle=idle, ms=args.slow_ms, every=args.crash_every,
+                       down=args.crash_down, cc=args.crash_conns, cs=args.crash_secs))
     if flags:
         print()
         print("⚠ suspect runs:")
@@ -177,7 +202,8 @@ def main():
     parser.add_argument("cmd", choices=["table"])
     parser.add_argument("results")
     for name in ("rate", "conns", "many-conns", "idle-conns", "slow-ms",
-                 "slow-rate", "slow-conns"):
+                 "slow-rate", "slow-conns", "crash-secs", "crash-conns", "crash-every",
+                 "crash-down"):
         parser.add_argument("--" + name, type=int, required=True)
     render(parser.parse_args())
 

@@ -67,19 +67,41 @@ accepts_between() {
 }
 
 # backend_list KIND SET: the backends in KIND's config syntax; SET is
-# `fast` (the two fast ones) or `slow` (those plus the slow one).
+# `fast` (the two fast ones), `slow` (those plus the slow one), or `crash`
+# and `crash-passive` (the three Node.js backends of the crash loop, with
+# each proxy's settings for processes that die and come back: nginx
+# `max_fails=1 fail_timeout=2s`; HAProxy checks every second, one failure
+# out and one pass in, three retries with redispatch).
 backend_list() {
-	local kind=$1 ports=("$PORT_FAST1" "$PORT_FAST2") i=0 p out=""
+	local kind=$1 ports=("$PORT_FAST1" "$PORT_FAST2") i=0 p out="" opts=""
 	[[ $2 == slow ]] && ports+=("$PORT_SLOW")
+	if [[ $2 == crash* ]]; then
+		ports=("${PORTS_NODE[@]}")
+		case $kind in
+		nginx) opts=" max_fails=1 fail_timeout=2s" ;;
+		haproxy)
+			opts=" check inter 1s fall 1 rise 1"
+			out="    retries 3"$'\n'"    option redispatch"$'\n'"    retry-on all-retryable-errors"$'\n'
+			;;
+		esac
+	fi
 	for p in "${ports[@]}"; do
 		i=$((i + 1))
 		case $kind in
-		nginx) out+="        server 127.0.0.1:$p;"$'\n' ;;
-		haproxy) out+="    server b$i 127.0.0.1:$p"$'\n' ;;
+		nginx) out+="        server 127.0.0.1:$p$opts;"$'\n' ;;
+		haproxy) out+="    server b$i 127.0.0.1:$p$opts"$'\n' ;;
 		switchyard) out+="${out:+, }\"127.0.0.1:$p\"" ;;
 		esac
 	done
 	printf '%s' "${out%$'\n'}"
+}
+
+# switchyard_tables SET: the tables after Switchyard's backends: for
+# `crash`, TCP checks every second, one failure out and one pass in.
+switchyard_tables() {
+	[[ $1 == crash ]] || return 0
+	printf '%s\n' '[upstreams.app.health_check]' 'type = "tcp"' 'interval = "1s"' \
+		'healthy_threshold = 1' 'unhealthy_threshold = 1'
 }
 
 # start_target KIND THREADS BALANCE SET CPUS: start a fresh KIND (direct,
@@ -101,7 +123,7 @@ start_target() {
 		render "$HERE/switchyard.toml" "$conf" "PORT=$PORT_SWITCHYARD" \
 			"ADMIN=$PORT_ADMIN" "THREADS=$threads" "MAX_CONNS=$MAX_CONNS" \
 			"BALANCE=$([[ $balance == lc ]] && echo least_connections || echo round_robin)" \
-			"SERVERS=$(backend_list switchyard "$set")"
+			"SERVERS=$(backend_list switchyard "$set")" "TABLES=$(switchyard_tables "$set")"
 		start_bg "$WORK_DIR/switchyard.log" "${pin[@]}" "$SWITCHYARD_BIN" --config "$conf"
 		TARGET_PORT=$PORT_SWITCHYARD
 		;;
