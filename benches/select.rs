@@ -51,7 +51,7 @@ fn pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("select/pick");
     for (name, n, pool) in cases() {
         let snapshot = pool.snapshot();
-        let upstream = snapshot.route();
+        let upstream = snapshot.default_upstream().unwrap();
         group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter_custom(|iters| {
                 let mut leases = Vec::with_capacity(iters as usize);
@@ -72,7 +72,7 @@ fn pick_release(c: &mut Criterion) {
     let mut group = c.benchmark_group("select/pick_release");
     for (name, n, pool) in cases() {
         let snapshot = pool.snapshot();
-        let upstream = snapshot.route();
+        let upstream = snapshot.default_upstream().unwrap();
         group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter(|| black_box(upstream.select(black_box(&[]))))
         });
@@ -103,7 +103,7 @@ fn contended(c: &mut Criterion) {
     let mut group = c.benchmark_group("select/contended");
     for (name, n, pool) in cases() {
         let snapshot = pool.snapshot();
-        let upstream = snapshot.route();
+        let upstream = snapshot.default_upstream().unwrap();
         group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter_custom(|iters| two_threads(upstream, iters))
         });

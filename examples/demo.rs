@@ -1,5 +1,6 @@
-//! The demo: three small backends on the addresses in `proxy.toml`, each
-//! answering with its own name, and Switchyard in front of them.
+//! The demo: small backends on the addresses of every upstream in the
+//! config (`proxy.toml` by default), each answering with its own name, and
+//! Switchyard in front of them.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -7,7 +8,8 @@
 //! curl localhost:9901/metrics    # switchyard_requests_total counts them
 //! ```
 //!
-//! A different config: `cargo run --release --example demo -- --config other.toml`.
+//! A different config: `cargo run --release --example demo -- --config other.toml`;
+//! `examples/routes.toml` puts two services behind one address.
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/support/backend.rs"]
@@ -29,11 +31,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Each backend answers with its name: `backend-N` with one upstream,
+    // `UPSTREAM-N` with several, so that routing shows in the answers.
+    let single = config.upstreams.len() == 1;
     let addrs: Vec<_> = config
-        .default_upstream()
-        .backends
+        .upstreams
         .iter()
-        .map(|b| b.socket_addr)
+        .flat_map(|u| {
+            u.backends.iter().enumerate().map(move |(i, b)| {
+                let name = if single { "backend" } else { u.name.as_str() };
+                (format!("{name}-{}", i + 1), b.socket_addr)
+            })
+        })
         .collect();
 
     let (started, ready) = std::sync::mpsc::channel();
@@ -41,8 +50,7 @@ fn main() -> ExitCode {
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
         rt.block_on(async move {
             let mut backends = Vec::new();
-            for (i, addr) in addrs.into_iter().enumerate() {
-                let name = format!("backend-{}", i + 1);
+            for (name, addr) in addrs {
                 match TestBackend::start_on(addr, &name, Behavior::Name).await {
                     Ok(b) => backends.push(b),
                     Err(e) => {

@@ -114,7 +114,7 @@ pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
             "sha256": config.hash,
             "loaded_at": rfc3339(loaded_at),
             "snapshot_version": snapshot.version,
-            "default_upstream": snapshot.route().name(),
+            "default_upstream": snapshot.default_upstream().map(|u| u.name()),
             "watch": config.server.watch_config,
             "last_reload": last_reload.map(|a| a.to_json()),
         },

@@ -68,7 +68,7 @@ pub fn summary(config: &Config) -> String {
         config.server.threads
     );
     for (i, u) in config.upstreams.iter().enumerate() {
-        let default = if i == config.default_upstream {
+        let default = if Some(i) == config.default_upstream {
             ", default"
         } else {
             ""
@@ -88,6 +88,51 @@ pub fn summary(config: &Config) -> String {
             let _ = writeln!(out, "    {} weight {}", b.address, b.weight);
         }
     }
+    if !config.routes.is_empty() {
+        out.push_str(&routes_summary(config));
+    }
+    for w in &config.warnings {
+        let _ = writeln!(out, "{w}");
+    }
+    out
+}
+
+/// The route table in precedence order, one line each, and where the
+/// requests no route matches go.
+fn routes_summary(config: &Config) -> String {
+    let mut out = String::from("  routes, in precedence order:\n");
+    let table = crate::route::Table::new(config.routes.clone(), config.default_upstream);
+    for (n, r) in table.by_precedence().iter().enumerate() {
+        let hosts: Vec<String> = r.hosts.iter().map(ToString::to_string).collect();
+        let hosts = if hosts.is_empty() {
+            "any host".to_string()
+        } else {
+            hosts.join(", ")
+        };
+        let strip = if r.strip_prefix { " (stripped)" } else { "" };
+        let headers: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+            .collect();
+        let headers = if headers.is_empty() {
+            String::new()
+        } else {
+            format!(", headers {}", headers.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "    {}. {}: {hosts}, path {}{strip}{headers} -> {}",
+            n + 1,
+            r.name,
+            r.path_prefix,
+            config.upstreams[r.upstream].name
+        );
+    }
+    let _ = match config.default_upstream() {
+        Some(u) => writeln!(out, "    otherwise -> {} (default_upstream)", u.name),
+        None => writeln!(out, "    otherwise -> 404 (no default_upstream)"),
+    };
     out
 }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod route;
 mod server;
 
 pub use server::{build_server, Switchyard};

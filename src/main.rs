@@ -19,6 +19,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.command.is_none() {
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
+    }
     match cli.command {
         Some(Command::Check) => {
             print!("{}", cli::summary(&config));

@@ -110,6 +110,12 @@ pub struct Diff {
     pub reweighted: Vec<String>,
     /// `upstream: key, key` or `default_upstream`.
     pub settings: Vec<String>,
+    /// Route names.
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    /// `name: what`, for a route of the same name whose conditions,
+    /// upstream or rewriting changed (file position alone does not count).
+    pub routes_changed: Vec<String>,
 }
 
 impl Diff {
@@ -170,13 +176,49 @@ impl Diff {
                 );
             }
         }
-        if old.default_upstream().name != new.default_upstream().name {
+        let default_name = |c: &Config| c.default_upstream().map(|u| u.name.clone());
+        if default_name(old) != default_name(new) {
             d.settings.push("default_upstream".to_string());
         }
+        d.diff_routes(old, new);
         if old.server.limits != new.server.limits {
             d.settings.push("[server] request limits".to_string());
         }
         d
+    }
+
+    /// Routes are matched by name (an unnamed route's name is its position
+    /// and upstream, so moving it reads as a removal and an addition).
+    fn diff_routes(&mut self, old: &Config, new: &Config) {
+        for r in &new.routes {
+            let Some(o) = old.routes.iter().find(|o| o.name == r.name) else {
+                self.routes_added.push(r.name.clone());
+                continue;
+            };
+            let upstream = |c: &Config, i: usize| c.upstreams[i].name.clone();
+            let changed: Vec<&str> = [
+                ("hosts", o.hosts != r.hosts),
+                ("path_prefix", o.path_prefix != r.path_prefix),
+                ("strip_prefix", o.strip_prefix != r.strip_prefix),
+                ("headers", o.headers != r.headers),
+                (
+                    "upstream",
+                    upstream(old, o.upstream) != upstream(new, r.upstream),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+            if !changed.is_empty() {
+                self.routes_changed
+                    .push(format!("{}: {}", r.name, changed.join(", ")));
+            }
+        }
+        for o in &old.routes {
+            if !new.routes.iter().any(|r| r.name == o.name) {
+                self.routes_removed.push(o.name.clone());
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,6 +233,9 @@ impl Diff {
             "backends_removed": self.backends_removed,
             "reweighted": self.reweighted,
             "settings_changed": self.settings,
+            "routes_added": self.routes_added,
+            "routes_removed": self.routes_removed,
+            "routes_changed": self.routes_changed,
         })
     }
 
@@ -206,6 +251,9 @@ impl Diff {
             ("backends removed", &self.backends_removed),
             ("reweighted", &self.reweighted),
             ("settings changed", &self.settings),
+            ("routes added", &self.routes_added),
+            ("routes removed", &self.routes_removed),
+            ("routes changed", &self.routes_changed),
         ];
         let shown: Vec<String> = parts
             .iter()
@@ -292,6 +340,9 @@ impl Reloader {
             Ok(new) => match restart_needed(&current.config, &new).as_slice() {
                 [] => {
                     let diff = Diff::between(&current.config, &new);
+                    for w in &new.warnings {
+                        log::warn!("{w}");
+                    }
                     let version = self.pool.install(new);
                     self.metrics.init_series(&self.pool.snapshot());
                     self.state().loaded_at = SystemTime::now();

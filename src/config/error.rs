@@ -56,8 +56,26 @@ pub enum ErrorKind {
     },
     #[error("no upstreams; add one, e.g.\n  [upstreams.app]\n  backends = [\"127.0.0.1:3001\"]")]
     NoUpstreams,
-    #[error("{count} upstreams and no default; routing by host and path is not available yet, so set [server] default_upstream to one of: {names}")]
+    #[error("{count} upstreams and no default; set [server] default_upstream to one of: {names}, or add [[routes]] to choose by host and path")]
     NoDefaultUpstream { count: usize, names: String },
+    #[error("route upstream `{value}` is not defined{}; define it under [upstreams.{value}], or use one of: {names}", suggest_name(.suggestion))]
+    UnknownRouteUpstream {
+        value: String,
+        suggestion: Option<String>,
+        names: String,
+    },
+    #[error("bad host `{value}` in hosts: {reason}; write a name like \"api.example.com\" or a wildcard like \"*.example.com\"")]
+    BadHostPattern { value: String, reason: String },
+    #[error("`{0}` is not a valid header name; use letters, digits and !#$%&'*+-.^_`|~ only, like \"x-canary\"")]
+    BadHeaderName(String),
+    #[error(
+        "strip_prefix = true needs a path_prefix to strip; add path_prefix, or remove strip_prefix"
+    )]
+    StripWithoutPrefix,
+    #[error("this route has the same hosts, path_prefix and headers as the route on line {first_line}, which takes all of its requests; change its conditions, or remove one of them")]
+    DuplicateRoute { first_line: usize },
+    #[error("route name `{name}` is used twice (first on line {first_line}); give each route its own name")]
+    DuplicateRouteName { name: String, first_line: usize },
     #[error("default_upstream `{value}` is not defined; use one of: {names}")]
     UnknownUpstream { value: String, names: String },
     #[error("unknown {key} `{value}`; {}", choose(.suggestion, .valid))]
@@ -83,6 +101,12 @@ fn suggest(suggestion: &Option<String>, valid: &[String]) -> String {
         None if valid.is_empty() => "; this table takes no keys".to_string(),
         None => format!("; valid keys here: {}", valid.join(", ")),
     }
+}
+
+fn suggest_name(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"))
 }
 
 fn choose(suggestion: &Option<String>, valid: &[&str]) -> String {
@@ -182,6 +206,46 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Something in a valid config worth telling its author: it loads, but
+/// part of it cannot have the effect it seems to want.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub path: PathBuf,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn at(path: &Path, source: &str, span: Range<usize>, message: String) -> Self {
+        Warning {
+            path: path.to_path_buf(),
+            position: Some(Position::locate(source, span)),
+            message,
+        }
+    }
+
+    /// The 1-based line of the warning, if it has one.
+    pub fn line(&self) -> Option<usize> {
+        self.position.as_ref().map(|p| p.line)
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.position {
+            None => write!(f, "{}: warning: {}", self.path.display(), self.message),
+            Some(p) => write!(
+                f,
+                "{}:{}:{}: warning: {}",
+                self.path.display(),
+                p.line,
+                p.column,
+                self.message
+            ),
+        }
+    }
+}
 
 /// A failure to load: the file could not be read, or it is wrong.
 #[derive(Debug, thiserror::Error)]

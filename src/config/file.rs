@@ -18,6 +18,22 @@ pub struct FileConfig {
     pub admin: Option<AdminSection>,
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, Spanned<UpstreamSection>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+/// `[[routes]]`: which requests go to which upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+    pub headers: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    /// Required; optional here so that its absence is reported at the
+    /// route rather than wherever the parser stopped.
+    pub upstream: Option<Spanned<String>>,
 }
 
 /// `[server]`: the data-plane listeners and process settings.

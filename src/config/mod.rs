@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{ConfigError, ErrorKind, LoadError, Position};
+pub use error::{ConfigError, ErrorKind, LoadError, Position, Warning};
 
 /// Data-plane address used when `[server] listen` is absent (all interfaces, like nginx's `listen 80`).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -90,8 +90,14 @@ pub struct Config {
     pub admin: AdminConfig,
     /// In name order; never empty.
     pub upstreams: Vec<UpstreamConfig>,
-    /// Index into `upstreams` of the upstream that receives all traffic.
-    pub default_upstream: usize,
+    /// `[[routes]]` in file order; empty when the file has none.
+    pub routes: Vec<crate::route::Route>,
+    /// Index into `upstreams` of the upstream that takes the requests no
+    /// route matches: `default_upstream`, or the only upstream of a file
+    /// without routes. `None` (only with routes): they get `404`.
+    pub default_upstream: Option<usize>,
+    /// What is worth telling about a config that loads.
+    pub warnings: Vec<Warning>,
 }
 
 /// `[server]`.
@@ -423,9 +429,9 @@ pub struct BackendConfig {
 }
 
 impl Config {
-    /// The upstream that receives all traffic.
-    pub fn default_upstream(&self) -> &UpstreamConfig {
-        &self.upstreams[self.default_upstream]
+    /// The upstream that takes the requests no route matches, if any.
+    pub fn default_upstream(&self) -> Option<&UpstreamConfig> {
+        self.default_upstream.map(|i| &self.upstreams[i])
     }
 }
 

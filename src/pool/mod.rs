@@ -26,6 +26,8 @@ pub use outcome::Verdict;
 pub use upstream::Upstream;
 
 use crate::config::{BackendConfig, Config};
+use crate::metrics::RouteSeries;
+use crate::route;
 use health::Health;
 
 /// One backend as the current snapshot sees it: shared state plus the
@@ -37,14 +39,18 @@ pub struct Backend {
     pub weight: u32,
 }
 
-/// Everything a request needs to be routed, consistent with one config.
+/// Everything a request needs to be routed, consistent with one config:
+/// the routes and the upstreams they name swap together.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Counts snapshots installed in this process, from 1.
     pub version: u64,
     pub config: Arc<Config>,
     upstreams: Vec<Arc<Upstream>>,
-    default: usize,
+    routes: route::Table,
+    /// Each route's metric series, by its index in the table, looked up
+    /// on its first request rather than by label on every one.
+    pub(crate) route_series: Box<[RouteSeries]>,
 }
 
 impl Snapshot {
@@ -52,10 +58,19 @@ impl Snapshot {
         &self.upstreams
     }
 
-    /// The upstream for a request. There is one route for now: the default
-    /// upstream; host and path routing will choose here.
-    pub fn route(&self) -> &Arc<Upstream> {
-        &self.upstreams[self.default]
+    pub fn routes(&self) -> &route::Table {
+        &self.routes
+    }
+
+    /// The upstream that takes requests no route matches, if any.
+    pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
+        self.routes.default_upstream().map(|i| &self.upstreams[i])
+    }
+
+    /// The upstream of this name, if the config has it: where a retry
+    /// after a reload looks for the upstream its request started on.
+    pub fn upstream_named(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name() == name)
     }
 }
 
@@ -177,9 +192,15 @@ fn build_snapshot(
         .iter()
         .map(|u| Arc::new(Upstream::build(u, registry, added_at)))
         .collect();
+    let routes = route::Table::new(config.routes.clone(), config.default_upstream);
     Snapshot {
         version,
-        default: config.default_upstream,
+        route_series: config
+            .routes
+            .iter()
+            .map(|_| RouteSeries::default())
+            .collect(),
+        routes,
         config: Arc::new(config),
         upstreams,
     }
@@ -199,7 +220,7 @@ mod tests {
     fn install_keeps_state_of_backends_that_stay() {
         let pool = Pool::new(config(r#""127.0.0.1:3001", "127.0.0.1:3002""#));
         let before = pool.snapshot();
-        let (_, lease) = before.route().select(&[]).unwrap();
+        let (_, lease) = before.default_upstream().unwrap().select(&[]).unwrap();
         let kept = Arc::clone(lease.backend());
         let version = pool.install(config(
             r#""127.0.0.1:3002", "127.0.0.1:3001", "127.0.0.1:3003""#,
@@ -207,7 +228,8 @@ mod tests {
         assert_eq!(version, 2);
         let after = pool.snapshot();
         let same = after
-            .route()
+            .default_upstream()
+            .unwrap()
             .backends()
             .iter()
             .find(|b| b.state.address() == kept.address())
@@ -220,14 +242,18 @@ mod tests {
     fn install_keeps_the_retry_window_of_upstreams_that_stay() {
         let pool = Pool::new(config(r#""127.0.0.1:3001""#));
         let now = health::now();
-        pool.snapshot().route().retry_budget().record_request(now);
+        pool.snapshot()
+            .default_upstream()
+            .unwrap()
+            .retry_budget()
+            .record_request(now);
         let text = "[upstreams.app]\nbackends = [\"127.0.0.1:3002\"]\n\
                     [upstreams.app.retry_budget]\nratio = 0.5\n\
                     [upstreams.other]\nbackends = [\"127.0.0.1:3003\"]\n\
                     [server]\ndefault_upstream = \"app\"\n";
         pool.install(crate::config::parse(Path::new("test.toml"), text).unwrap());
         let snapshot = pool.snapshot();
-        let app = snapshot.route().retry_budget();
+        let app = snapshot.default_upstream().unwrap().retry_budget();
         assert_eq!(app.settings().ratio, 0.5);
         assert_eq!(app.window().recent(now), (1, 0));
         let other = &snapshot.upstreams()[1];

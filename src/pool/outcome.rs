@@ -111,7 +111,7 @@ mod tests {
         for (n, max) in [(1, 1), (3, 1), (10, 1), (20, 2), (25, 2), (100, 10)] {
             let pool = pool(n, None);
             let snapshot = pool.snapshot();
-            let ejected = fail_all(snapshot.route());
+            let ejected = fail_all(snapshot.default_upstream().unwrap());
             let count = ejected.iter().filter(|&&e| e).count();
             assert_eq!(count, max, "{n} backends");
             // The first ones in turn took the room.
@@ -124,7 +124,10 @@ mod tests {
         for (n, percent, max) in [(3, 0, 1), (3, 50, 1), (4, 50, 2), (3, 100, 3), (10, 34, 3)] {
             let pool = pool(n, Some(percent));
             let snapshot = pool.snapshot();
-            let count = fail_all(snapshot.route()).iter().filter(|&&e| e).count();
+            let count = fail_all(snapshot.default_upstream().unwrap())
+                .iter()
+                .filter(|&&e| e)
+                .count();
             assert_eq!(count, max, "{n} backends at {percent}%");
         }
     }
@@ -133,7 +136,7 @@ mod tests {
     fn a_capped_backend_says_why_and_is_ejected_once_there_is_room() {
         let pool = pool(3, None);
         let snapshot = pool.snapshot();
-        let up = snapshot.route();
+        let up = snapshot.default_upstream().unwrap();
         let (a, b) = (&up.backends()[0].state, &up.backends()[1].state);
         assert!(matches!(
             up.record_outcome(a, 0, Some(Outcome::Connect)),
@@ -169,7 +172,7 @@ mod tests {
     fn a_failed_connect_makes_balancers_pass_the_backend_over_until_it_answers() {
         let pool = pool_ejecting_after(2, 5, None);
         let snapshot = pool.snapshot();
-        let up = snapshot.route();
+        let up = snapshot.default_upstream().unwrap();
         let a = &up.backends()[0].state;
         up.record_outcome(a, 0, Some(Outcome::Connect));
         let now = health::LazyNow::new();

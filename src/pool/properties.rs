@@ -39,7 +39,7 @@ proptest! {
         let eject = Passive { consecutive_failures: 1, ..Passive::default() };
         {
             let snapshot = pool.snapshot();
-            for (b, state) in snapshot.route().backends().iter().zip(&states) {
+            for (b, state) in snapshot.default_upstream().unwrap().backends().iter().zip(&states) {
                 let h = b.state.health();
                 match state {
                     1 => { h.record_check(false, "down".into(), (1, 1), now); }
@@ -59,7 +59,7 @@ proptest! {
             .collect();
         pool.install(config(&kept, balance));
         let snapshot = pool.snapshot();
-        let up = snapshot.route();
+        let up = snapshot.default_upstream().unwrap();
         let now = LazyNow::new();
         let usable = |i: usize| up.backends()[i].state.health().usable_lazy(&now);
         let preferred = |i: usize| usable(i) && !up.backends()[i].state.health().passed_over_lazy(&now);
@@ -115,7 +115,7 @@ proptest! {
         );
         let pool = Pool::new(crate::config::parse(Path::new("p.toml"), &text).unwrap());
         let snapshot = pool.snapshot();
-        let up = snapshot.route();
+        let up = snapshot.default_upstream().unwrap();
         let n = weights.len();
         let now = health::now();
         for (b, &d) in up.backends().iter().zip(&down) {

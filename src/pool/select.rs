@@ -172,7 +172,7 @@ mod tests {
         let n = LoadTree::MIN_BACKENDS + 4;
         let pool = least_connections_pool(n);
         let snapshot = pool.snapshot();
-        let up = snapshot.route();
+        let up = snapshot.default_upstream().unwrap();
         assert!(up.least.is_some());
         let eject = Passive {
             consecutive_failures: 1,
@@ -212,7 +212,7 @@ mod tests {
         for n in [3, LoadTree::MIN_BACKENDS + 4] {
             let pool = least_connections_pool(n);
             let snapshot = pool.snapshot();
-            let up = snapshot.route();
+            let up = snapshot.default_upstream().unwrap();
             assert_eq!(up.least.is_some(), n > LoadTree::MIN_BACKENDS);
             // As the proxy does: responses come in while their leases are
             // held, and the leases end after.
@@ -258,7 +258,7 @@ mod tests {
             r#""127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003""#,
         ));
         let snap = pool.snapshot();
-        let up = snap.route();
+        let up = snap.default_upstream().unwrap();
         let down = up.backends()[1].state.health();
         down.record_check(false, "test".into(), (1, 1), health::now());
         for _ in 0..4 {
@@ -292,7 +292,7 @@ mod tests {
                 );
                 let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
                 let snapshot = pool.snapshot();
-                let up = snapshot.route();
+                let up = snapshot.default_upstream().unwrap();
                 let refused = &up.backends()[0].state;
                 up.record_outcome(refused, 0, Some(crate::config::Outcome::Connect));
                 assert!(up.is_ready(), "{balance}: a refusal is not an outage");
@@ -318,7 +318,7 @@ mod tests {
     fn when_every_backend_refused_each_is_still_picked() {
         let pool = Pool::new(config(r#""127.0.0.1:3001", "127.0.0.1:3002""#));
         let snapshot = pool.snapshot();
-        let up = snapshot.route();
+        let up = snapshot.default_upstream().unwrap();
         for b in up.backends() {
             up.record_outcome(&b.state, 0, Some(crate::config::Outcome::Connect));
         }
@@ -339,7 +339,7 @@ mod tests {
             );
             let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
             let snap = pool.snapshot();
-            let up = snap.route();
+            let up = snap.default_upstream().unwrap();
             let h = up.backends()[1].state.health();
             h.record_check(false, "x".into(), (1, 1), health::now());
             h.record_check(true, "x".into(), (1, 1), health::now());

@@ -1,5 +1,5 @@
-//! The headers the proxy adds on the way to a backend: `X-Forwarded-*` and
-//! `X-Request-Id`.
+//! The headers the proxy adds on the way to a backend: `X-Forwarded-*`
+//! (`-Prefix` for a stripped route prefix) and `X-Request-Id`.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -13,6 +13,7 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
 /// Longest client-sent request id that is kept.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -31,6 +32,21 @@ pub(super) fn is_valid_request_id(v: &str) -> bool {
     (1..=MAX_REQUEST_ID_LEN).contains(&v.len())
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
+}
+
+/// `X-Forwarded-Prefix`: the prefix a route stripped (so that an app can
+/// build its own URLs), or none; one the client sent never passes, since
+/// this proxy is where the path was decided.
+pub fn set_forwarded_prefix(req: &mut RequestHeader, prefix: Option<&str>) -> pingora::Result<()> {
+    match prefix {
+        Some(p) => req.insert_header(X_FORWARDED_PREFIX, p)?,
+        None => {
+            if req.headers.contains_key(X_FORWARDED_PREFIX) {
+                req.remove_header(X_FORWARDED_PREFIX);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Adds the forwarding headers to a request bound for a backend.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -24,7 +25,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::config::Outcome;
 use crate::downstream;
 use crate::metrics::{ClientTimeout, Metrics};
-use crate::pool::{health, Lease, Pool, Upstream};
+use crate::pool::{health, Lease, Pool, Snapshot, Upstream};
 
 pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
 
@@ -65,6 +66,32 @@ impl Proxy {
         crate::health::report_verdict(&self.metrics, upstream.name(), backend, verdict);
     }
 
+    /// Answers the request with a short `code` response of the proxy's
+    /// own, counted.
+    async fn respond_locally(&self, session: &mut Session, ctx: &mut RequestCtx, code: u16) {
+        ctx.local_status = Some(code);
+        self.metrics.observe_local_response(code);
+        if let Err(e) = errors::respond(session, code, &ctx.request_id).await {
+            log::debug!("could not send {code} to client: {e}");
+        }
+    }
+
+    /// Counts the request under the route it took, with the status it got
+    /// (from a backend or from the proxy); nothing if none was sent.
+    fn count_route(&self, session: &Session, ctx: &RequestCtx) {
+        let (Some(snapshot), Some(i)) = (&ctx.snapshot, ctx.route) else {
+            return;
+        };
+        let status = match ctx.local_status {
+            Some(code) => http::StatusCode::from_u16(code).ok(),
+            None => session.response_written().map(|r| r.status),
+        };
+        if let (Some(status), Some(series)) = (status, snapshot.route_series.get(i)) {
+            let name = &snapshot.routes().routes()[i].name;
+            self.metrics.observe_route(series, name, status);
+        }
+    }
+
     /// Takes one retry from `upstream`'s budget; counts it when spent.
     fn take_retry(&self, upstream: &Upstream) -> bool {
         if upstream.retry_budget().try_retry(health::now()) {
@@ -83,6 +110,13 @@ pub struct RequestCtx {
     /// When the current attempt's backend was chosen.
     attempt_started: Instant,
     request_id: String,
+    /// The snapshot the request was routed in: its route and upstream
+    /// stay those for the whole request, reloads or not.
+    snapshot: Option<Arc<Snapshot>>,
+    /// Index of the route it took in the snapshot's table, if one did.
+    route: Option<usize>,
+    /// The path and query its backend gets, when not the request's own.
+    rewrite: Option<String>,
     upstream: Option<Arc<Upstream>>,
     /// The backend of the current attempt, leased.
     attempt: Option<(usize, Lease)>,
@@ -110,6 +144,9 @@ impl ProxyHttp for Proxy {
             started,
             attempt_started: started,
             request_id: String::new(),
+            snapshot: None,
+            route: None,
+            rewrite: None,
             upstream: None,
             attempt: None,
             tried: Vec::new(),
@@ -142,16 +179,37 @@ impl ProxyHttp for Proxy {
             // Whatever follows on this connection cannot be trusted to
             // start where this request ends (and its body is not read).
             session.set_keepalive(None);
-            ctx.local_status = Some(rejection.status);
-            self.metrics.observe_local_response(rejection.status);
-            if let Err(e) = errors::respond(session, rejection.status, &ctx.request_id).await {
-                log::debug!("could not send {} to client: {e}", rejection.status);
-            }
+            self.respond_locally(session, ctx, rejection.status).await;
             return Ok(true);
         }
         ctx.body_limit = limits.body_bytes;
-        ctx.upstream = Some(Arc::clone(snapshot.route()));
-        Ok(false)
+        let decided = {
+            let (host, target) = routing_facts(session.req_header());
+            let headers = &session.req_header().headers;
+            snapshot
+                .routes()
+                .decide(&host, &target, headers)
+                .map(|d| (d.upstream, d.route.map(|r| r.position - 1), d.rewrite))
+        };
+        match decided {
+            Ok((upstream, route, rewrite)) => {
+                ctx.upstream = Some(Arc::clone(&snapshot.upstreams()[upstream]));
+                ctx.route = route;
+                ctx.rewrite = rewrite;
+                ctx.snapshot = Some(snapshot);
+                Ok(false)
+            }
+            Err(refusal) => {
+                log::debug!("refused request: {}", refusal.why());
+                // The body, if any, is not read: the connection cannot
+                // carry another request.
+                if has_body(session.req_header()) {
+                    session.set_keepalive(None);
+                }
+                self.respond_locally(session, ctx, refusal.status()).await;
+                Ok(true)
+            }
+        }
     }
 
     async fn request_body_filter(
@@ -196,8 +254,16 @@ impl ProxyHttp for Proxy {
                 .record_request(health::at(ctx.started));
         } else {
             // A retry chooses from the pool as it is now: a reload since the
-            // first attempt may have removed backends.
-            let current = Arc::clone(self.pool.snapshot().route());
+            // first attempt may have removed backends, or the upstream.
+            let Some(current) = self
+                .pool
+                .snapshot()
+                .upstream_named(upstream.name())
+                .cloned()
+            else {
+                let why = format!("upstream {} was removed by a reload", upstream.name());
+                return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+            };
             if !Arc::ptr_eq(&current, &upstream) {
                 ctx.tried = moved_tried(&upstream, &current, &ctx.tried);
                 ctx.upstream = Some(Arc::clone(&current));
@@ -292,6 +358,15 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         framing::normalise(upstream_request)?;
+        if let Some(target) = &ctx.rewrite {
+            upstream_request.set_raw_path(target.as_bytes())?;
+        }
+        let prefix = ctx
+            .snapshot
+            .as_ref()
+            .zip(ctx.route)
+            .and_then(|(s, i)| s.routes().routes()[i].forwarded_prefix());
+        headers::set_forwarded_prefix(upstream_request, prefix)?;
         headers::add_forwarded(upstream_request, client_ip, &ctx.request_id)
     }
 
@@ -353,11 +428,7 @@ impl ProxyHttp for Proxy {
             errors::status_for(e)
         };
         if code > 0 {
-            ctx.local_status = Some(code);
-            self.metrics.observe_local_response(code);
-            if let Err(write) = errors::respond(session, code, &ctx.request_id).await {
-                log::debug!("could not send {code} to client: {write}");
-            }
+            self.respond_locally(session, ctx, code).await;
         }
         FailToProxy {
             error_code: code,
@@ -366,6 +437,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.count_route(session, ctx);
         // The other client timeouts are counted where they fire, in the
         // connection's stream.
         if e.is_some_and(|e| {
@@ -397,6 +469,38 @@ impl ProxyHttp for Proxy {
                 .observe_response(upstream.name(), backend, resp.status, seconds);
         }
     }
+}
+
+/// What routing needs of a request head: the host it names (the
+/// absolute-form authority, else `Host`), and its target in origin form.
+/// A target that is not UTF-8 is given as is, lossily: its path cannot
+/// match a route's, and normalising refuses what it cannot read.
+fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>) {
+    let raw = req.raw_path();
+    let (authority, target) = match raw_target_authority(raw) {
+        RawTargetAuthority::Absolute {
+            authority,
+            path_and_query,
+            ..
+        } => (Some(authority), path_and_query),
+        _ => (None, raw),
+    };
+    let host = authority
+        .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
+        .unwrap_or_default();
+    (
+        String::from_utf8_lossy(host),
+        String::from_utf8_lossy(target),
+    )
+}
+
+/// Whether the request says it has a body (unread when answered locally).
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 /// Whether a final response has gone to the client. A 1xx (103 Early Hints,

@@ -343,8 +343,8 @@ fn two_upstreams_with_default_parse() {
     let config = parse(Path::new("proxy.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["api", "web"]);
-    assert_eq!(config.default_upstream().name, "web");
-    assert_eq!(config.default_upstream().backends[1].weight, 3);
+    assert_eq!(config.default_upstream().unwrap().name, "web");
+    assert_eq!(config.default_upstream().unwrap().backends[1].weight, 3);
 }
 
 #[test]

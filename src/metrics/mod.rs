@@ -5,123 +5,26 @@
 //! codes and fixed words. Pool gauges are read from the current snapshot at
 //! scrape time, so they can never drift or underflow.
 
+mod names;
+mod series;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::config::Outcome;
 use crate::pool::{health, BackendState, Pool, Snapshot};
 
-pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
-pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
-pub const UPSTREAM_FAILURES_TOTAL: &str = "switchyard_upstream_failures_total";
-pub const RETRIES_TOTAL: &str = "switchyard_retries_total";
-pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "switchyard_retry_budget_exhausted_total";
-pub const LOCAL_RESPONSES_TOTAL: &str = "switchyard_local_responses_total";
-pub const BACKEND_IN_FLIGHT: &str = "switchyard_backend_in_flight";
-pub const BACKEND_HEALTHY: &str = "switchyard_backend_healthy";
-pub const BACKEND_WEIGHT: &str = "switchyard_backend_weight";
-pub const HEALTH_CHECKS_TOTAL: &str = "switchyard_health_checks_total";
-pub const BACKEND_EJECTIONS_TOTAL: &str = "switchyard_backend_ejections_total";
-pub const EJECTIONS_CAPPED_TOTAL: &str = "switchyard_ejections_capped_total";
-pub const UPSTREAM_PANIC: &str = "switchyard_upstream_panic";
-pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
-pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "switchyard_config_last_reload_successful";
-pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
-    "switchyard_config_last_reload_success_timestamp_seconds";
-pub const BUILD_INFO: &str = "switchyard_build_info";
-pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
-pub const CLIENT_CONNECTIONS_REFUSED_TOTAL: &str = "switchyard_client_connections_refused_total";
-pub const CLIENT_TIMEOUTS_TOTAL: &str = "switchyard_client_timeouts_total";
-
-/// Request duration buckets in seconds: from a fast local backend (1ms) to
-/// the default read timeout (30s).
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// The `kind` labels of `switchyard_upstream_failures_total`: every
-/// [`Outcome`] that is not a response.
-pub const FAILURE_KINDS: [Outcome; 4] = [
-    Outcome::Connect,
-    Outcome::Timeout,
-    Outcome::Reset,
-    Outcome::Protocol,
-];
-
-/// The `result` labels of `switchyard_health_checks_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckResult {
-    Success,
-    Failure,
-    /// No answer within the check's `timeout`.
-    Timeout,
-}
-
-impl CheckResult {
-    pub const ALL: [CheckResult; 3] = [
-        CheckResult::Success,
-        CheckResult::Failure,
-        CheckResult::Timeout,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Success => "success",
-            CheckResult::Failure => "failure",
-            CheckResult::Timeout => "timeout",
-        }
-    }
-}
-
-/// The `timeout` labels of `switchyard_client_timeouts_total`: which of
-/// `[server]`'s client timeouts closed a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientTimeout {
-    Header,
-    Body,
-    Keepalive,
-    Send,
-}
-
-impl ClientTimeout {
-    pub const ALL: [ClientTimeout; 4] = [
-        ClientTimeout::Header,
-        ClientTimeout::Body,
-        ClientTimeout::Keepalive,
-        ClientTimeout::Send,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientTimeout::Header => "header",
-            ClientTimeout::Body => "body",
-            ClientTimeout::Keepalive => "keepalive",
-            ClientTimeout::Send => "send",
-        }
-    }
-}
-
-/// Status codes whose response counters each backend keeps at hand.
-const COMMON_CODES: [u16; 16] = [
-    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
-];
-
-/// One backend's response series, resolved on its first response. A
-/// code's counter is created only once that code is seen, so no empty
-/// series appear.
-#[derive(Debug)]
-pub struct BackendSeries {
-    duration: Histogram,
-    common: [OnceLock<IntCounter>; COMMON_CODES.len()],
-}
+pub use names::*;
+use series::position;
+pub use series::{BackendSeries, RouteSeries};
 
 /// The server's metrics and the registry they live in.
 pub struct Metrics {
@@ -158,6 +61,8 @@ pub struct Metrics {
     pub client_connections_refused: IntCounter,
     /// timeout: client connections closed by one of the client timeouts.
     client_timeouts: IntCounterVec,
+    /// route, code: requests each route took, by the status they got.
+    route_requests: IntCounterVec,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -194,6 +99,7 @@ impl Metrics {
             client_connections: IntGauge::new(CLIENT_CONNECTIONS, "Client connections open now.").expect("valid gauge"),
             client_connections_refused: IntCounter::new(CLIENT_CONNECTIONS_REFUSED_TOTAL, "Client connections answered 503 and closed because max_connections were open.").expect("valid counter"),
             client_timeouts: counter(CLIENT_TIMEOUTS_TOTAL, "Client connections closed because the client was too slow, by timeout (header, body, keepalive, send).", &["timeout"]),
+            route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
@@ -213,7 +119,7 @@ impl Metrics {
                 .client_timeouts
                 .with_label_values(&[timeout.as_str()]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 20] = [
+        let all: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -233,6 +139,7 @@ impl Metrics {
             Box::new(metrics.client_connections.clone()),
             Box::new(metrics.client_connections_refused.clone()),
             Box::new(metrics.client_timeouts.clone()),
+            Box::new(metrics.route_requests.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -298,10 +205,16 @@ impl Metrics {
             self.requests
                 .with_label_values(&[upstream, address, code.as_str()])
         };
-        match COMMON_CODES.iter().position(|&c| c == code.as_u16()) {
+        match position(code) {
             Some(k) => series.common[k].get_or_init(|| counter(code)).inc(),
             None => counter(code).inc(),
         }
+    }
+
+    /// Counts a request that route `name` took, answered with `code`;
+    /// `series` is the route's slot in its snapshot.
+    pub fn observe_route(&self, series: &RouteSeries, name: &str, code: StatusCode) {
+        series.inc(&self.route_requests, name, code);
     }
 
     pub fn observe_failure(&self, upstream: &str, backend: &str, kind: Outcome) {
@@ -391,6 +304,29 @@ impl Metrics {
             forget(&self.ejections, u, b);
             false
         });
+        // A removed route's series go with it; a request it took before the
+        // reload may still count once more, and its series returns until
+        // the next scrape.
+        let routes: HashSet<&str> = snapshot
+            .routes()
+            .routes()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        for family in self.route_requests.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map_or("", |l| l.value())
+                };
+                let (route, code) = (label("route"), label("code"));
+                if !routes.contains(route) {
+                    let _ = self.route_requests.remove_label_values(&[route, code]);
+                }
+            }
+        }
         let upstreams: HashSet<&str> = known.iter().map(|(u, _)| u.as_str()).collect();
         let gone =
             |u: &str| !upstreams.contains(u) && !snapshot.upstreams().iter().any(|x| x.name() == u);
