@@ -1,107 +1,13 @@
-//! The admin listener, on its own port: `GET /metrics`, `/status`,
-//! `/healthz`, `/readyz` and `POST /reload`. Anything else is 404; a known
-//! path with another method is 405.
+//! The `/status` document: the serving config, the last reload, every
+//! route in precedence order, and every upstream and backend with its state
+//! and why.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use async_trait::async_trait;
-use http::{header, Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use super::{millis, rfc3339};
 use crate::config::{Balance, HealthCheck, Probe};
-use crate::metrics::Metrics;
-use crate::pool::{health, latency, Pool, Snapshot, Upstream};
-use crate::reload::{Reloader, Trigger};
-
-/// Serves the admin endpoints from the live pool and the server's metrics.
-pub struct Admin {
-    pool: Arc<Pool>,
-    metrics: Arc<Metrics>,
-    reloader: Arc<Reloader>,
-}
-
-/// Each endpoint and the one method it takes.
-const ENDPOINTS: [(&str, Method); 5] = [
-    ("/metrics", Method::GET),
-    ("/status", Method::GET),
-    ("/healthz", Method::GET),
-    ("/readyz", Method::GET),
-    ("/reload", Method::POST),
-];
-
-impl Admin {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, reloader: Arc<Reloader>) -> Self {
-        Admin {
-            pool,
-            metrics,
-            reloader,
-        }
-    }
-
-    /// The answer for `method path`, independent of the transport.
-    pub async fn handle(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
-        let Some((_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
-            return text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"));
-        };
-        if method != allowed {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {allowed}\n"));
-            let allow = header::HeaderValue::from_static(allowed.as_str());
-            r.headers_mut().insert(header::ALLOW, allow);
-            return r;
-        }
-        if path == "/reload" {
-            return match self.reloader.reload_async(Trigger::Admin).await {
-                Some(a) if a.succeeded() => json_response(StatusCode::OK, &a.to_json()),
-                Some(a) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &a.to_json()),
-                None => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "reload did not run\n".into(),
-                ),
-            };
-        }
-        let snapshot = self.pool.snapshot();
-        match path {
-            "/metrics" => {
-                let mut r = text(StatusCode::OK, self.metrics.render(&self.pool));
-                let ct = prometheus::TEXT_FORMAT.parse().expect("static");
-                r.headers_mut().insert(header::CONTENT_TYPE, ct);
-                r
-            }
-            "/status" => json_response(StatusCode::OK, &status(&snapshot, &self.reloader)),
-            "/readyz" => readiness(&snapshot),
-            _ => text(StatusCode::OK, "ok\n".into()),
-        }
-    }
-}
-
-#[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let (method, path) = (req.method.clone(), req.uri.path().to_string());
-        self.handle(&method, &path).await
-    }
-}
-
-fn readiness(snapshot: &Snapshot) -> Response<Vec<u8>> {
-    let not_ready: Vec<&str> = snapshot
-        .upstreams()
-        .iter()
-        .filter(|u| !u.is_ready())
-        .map(|u| u.name())
-        .collect();
-    if not_ready.is_empty() {
-        return text(StatusCode::OK, "ready\n".into());
-    }
-    let reason = format!(
-        "not ready: no healthy backend in upstream {} (see /status)\n",
-        not_ready.join(", ")
-    );
-    text(StatusCode::SERVICE_UNAVAILABLE, reason)
-}
+use crate::pool::{health, latency, Snapshot, Upstream};
+use crate::reload::Reloader;
 
 /// The `/status` document.
 pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
@@ -118,11 +24,46 @@ pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
             "watch": config.server.watch_config,
             "last_reload": last_reload.map(|a| a.to_json()),
         },
+        "routes": routes(snapshot),
+        "unmatched_requests": match snapshot.default_upstream() {
+            Some(u) => format!("to upstream {} (default_upstream)", u.name()),
+            None if snapshot.routes().routes().is_empty() => "none: there are no routes".into(),
+            None => "404: no default_upstream".to_string(),
+        },
         "upstreams": snapshot.upstreams().iter().map(|u| upstream_status(u)).collect::<Vec<_>>(),
     })
 }
 
-fn upstream_status(u: &Upstream) -> Value {
+/// The routes in precedence order, each with the upstream it names and,
+/// for one that can never match, the route that takes its requests.
+fn routes(snapshot: &Snapshot) -> Vec<Value> {
+    let table = snapshot.routes();
+    let shadows = table.shadows();
+    table
+        .by_precedence()
+        .into_iter()
+        .map(|r| {
+            let by = shadows
+                .iter()
+                .find(|s| s.route == r.position)
+                .map(|s| table.routes()[s.by - 1].name.as_str());
+            json!({
+                "name": r.name,
+                "position": r.position,
+                "hosts": r.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "path_prefix": r.path_prefix,
+                "strip_prefix": r.strip_prefix,
+                "headers": r.headers.iter().map(|(k, v)| {
+                    (k.to_string(), Value::from(v.to_str().unwrap_or("(not text)")))
+                }).collect::<serde_json::Map<_, _>>(),
+                "upstream": snapshot.upstreams()[r.upstream].name(),
+                "never_matches_because_of": by,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn upstream_status(u: &Upstream) -> Value {
     let t = u.timeouts();
     let now = health::now();
     // Once per upstream: each backend is compared with the same fastest.
@@ -294,39 +235,4 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
         "responses_total": s.requests(),
         "failures_total": s.failures(),
     })
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {
-    respond(status, "text/plain; charset=utf-8", body.into_bytes())
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
-    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    body.push(b'\n');
-    respond(status, "application/json", body)
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let len = r.body().len();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    h.insert(header::CONTENT_LENGTH, len.into());
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    r
 }

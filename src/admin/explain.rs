@@ -1,0 +1,148 @@
+//! `GET /explain?host=H&path=P[&header=NAME:VALUE...]`: what Switchyard
+//! would do with such a request, and why. The route it takes and why each
+//! route before it did not, the path its backend would get, and the
+//! upstream with each backend's state, from the same code that routes real
+//! requests.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{json, Value};
+
+use super::status::upstream_status;
+use crate::pool::Snapshot;
+use crate::route::{self, Refusal, Verdict};
+
+/// The answer for the query string `query`, or why the query is wrong.
+pub(super) fn explain(snapshot: &Snapshot, query: &str) -> Result<Value, String> {
+    let mut host = String::new();
+    let mut target = "/".to_string();
+    let mut headers = HeaderMap::new();
+    for (key, value) in pairs(query)? {
+        match key.as_str() {
+            "host" => host = value,
+            "path" => target = value,
+            "header" => {
+                let (name, v) = value
+                    .split_once(':')
+                    .ok_or_else(|| format!("header={value}: write header=NAME:VALUE"))?;
+                let name = HeaderName::from_bytes(name.trim().as_bytes())
+                    .map_err(|_| format!("`{}` is not a header name", name.trim()))?;
+                let v = HeaderValue::from_str(v.trim())
+                    .map_err(|_| format!("the value of {name} is not a header value"))?;
+                headers.append(name, v);
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter `{other}`: use host, path, header"
+                ))
+            }
+        }
+    }
+    let table = snapshot.routes();
+    let decision = table.decide(&host, &target, &headers);
+    let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    let normal = route::path::normalise(if path.is_empty() { "/" } else { path });
+    let mut answer = json!({
+        "request": {
+            "host": host,
+            "path": target,
+            "headers": headers.iter().map(|(k, v)| {
+                format!("{k}: {}", v.to_str().unwrap_or("(not text)"))
+            }).collect::<Vec<_>>(),
+        },
+        "normalised_path": normal.as_ref().ok().map(|p| p.to_string()),
+    });
+    let normal = match (decision, normal) {
+        (Err(Refusal::BadPath(e)), _) | (_, Err(e)) => {
+            answer["decision"] = format!("400: {}", e.why()).into();
+            return Ok(answer);
+        }
+        (Ok(d), Ok(normal)) => {
+            answer["decision"] = match d.route {
+                Some(r) => format!("route {}", r.name),
+                None => "default_upstream: no route matches".to_string(),
+            }
+            .into();
+            answer["route"] = d.route.map(|r| r.name.as_str()).into();
+            let backend_path = d.rewrite.clone().unwrap_or_else(|| target.clone());
+            answer["backend_path"] = backend_path.into();
+            answer["forwarded_prefix"] = d.route.and_then(|r| r.forwarded_prefix()).into();
+            answer["upstream"] = upstream_status(&snapshot.upstreams()[d.upstream]);
+            normal
+        }
+        (Err(Refusal::NoRoute), Ok(normal)) => {
+            answer["decision"] = "404: no route matches and there is no default_upstream".into();
+            normal
+        }
+    };
+    let req = route::Request {
+        host: &route::host::request_host(&host),
+        path: &normal,
+        headers: &headers,
+    };
+    answer["routes"] = table
+        .explain(&req)
+        .into_iter()
+        .map(|(r, verdict)| {
+            let (verdict, why) = match verdict {
+                Verdict::Taken => ("taken", None),
+                Verdict::Outranked => ("matches", Some("a route before it is taken".to_string())),
+                Verdict::NoMatch(why) => ("no match", Some(why)),
+            };
+            json!({ "route": r.name, "position": r.position, "verdict": verdict, "why": why })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    Ok(answer)
+}
+
+/// The decoded `key=value` pairs of a query string (`+` is a space).
+fn pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad escape in `{s}`"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 once decoded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            pairs("host=api.example.com&path=%2Fa%2F..%2Fb%3Fq%3D1&header=x-canary%3A+1").unwrap(),
+            vec![
+                ("host".to_string(), "api.example.com".to_string()),
+                ("path".to_string(), "/a/../b?q=1".to_string()),
+                ("header".to_string(), "x-canary: 1".to_string()),
+            ]
+        );
+        assert!(pairs("path=%zz").is_err());
+    }
+}
