@@ -19,12 +19,20 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use super::{HostPattern, Request, Route};
+
+/// Hash maps keyed by config strings and probed with request strings:
+/// foldhash, several times quicker than the standard SipHash on short
+/// keys. Only the config inserts keys, so a client cannot build the
+/// collisions that SipHash's resistance guards against.
+type Map<V> = HashMap<String, V, RandomState>;
 
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    exact: HashMap<String, Group>,
-    suffix: HashMap<String, Group>,
+    exact: Map<Group>,
+    suffix: Map<Group>,
     any: Group,
 }
 
@@ -32,7 +40,7 @@ pub(super) struct Index {
 #[derive(Debug, Default)]
 struct Group {
     /// Route indices, in precedence order within each prefix.
-    by_prefix: HashMap<String, Vec<usize>>,
+    by_prefix: Map<Vec<usize>>,
     /// The longest prefix in `by_prefix`, in bytes.
     longest: usize,
 }
@@ -48,6 +56,9 @@ impl Group {
 
     /// The first route of this group, by precedence, that `req` matches.
     fn lookup(&self, routes: &[Route], req: &Request<'_>) -> Option<usize> {
+        if self.by_prefix.is_empty() {
+            return None;
+        }
         let path = req.path;
         let take = |prefix: &str| {
             let candidates = self.by_prefix.get(prefix)?;
@@ -108,8 +119,10 @@ impl Index {
     /// The index of the route `req` takes, if any.
     pub(super) fn lookup(&self, routes: &[Route], req: &Request<'_>) -> Option<usize> {
         let host = req.host;
-        if let Some(i) = self.exact.get(host).and_then(|g| g.lookup(routes, req)) {
-            return Some(i);
+        if !self.exact.is_empty() {
+            if let Some(i) = self.exact.get(host).and_then(|g| g.lookup(routes, req)) {
+                return Some(i);
+            }
         }
         if !self.suffix.is_empty() {
             // Every proper suffix after a dot, the longest first.

@@ -230,6 +230,19 @@ impl Table {
         };
         let path = if path.is_empty() { "/" } else { path };
         let normal = path::normalise(path).map_err(Refusal::BadPath)?;
+        if self.routes.is_empty() {
+            // No routes: the default upstream, and the path as normalised.
+            let upstream = self.default_upstream.ok_or(Refusal::NoRoute)?;
+            let rewrite = (normal != path).then(|| match query {
+                Some(q) => format!("{normal}?{q}"),
+                None => normal.into_owned(),
+            });
+            return Ok(Decision {
+                route: None,
+                upstream,
+                rewrite,
+            });
+        }
         let host = host::request_host(host);
         let req = Request {
             host: &host,

@@ -39,25 +39,58 @@ impl PathError {
 /// target of `OPTIONS *`) and any path not starting with `/` pass as they
 /// are.
 pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
-    let bytes = path.as_bytes();
-    if bytes.contains(&b'\\') {
-        return Err(PathError::Backslash);
-    }
-    if bytes.contains(&0) {
-        return Err(PathError::Nul);
-    }
+    let Scan { escapes, dots } = scan(path)?;
     if !path.starts_with('/') {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = if bytes.contains(&b'%') {
+    let decoded = if escapes {
         Cow::Owned(decode_unreserved(path)?)
     } else {
         Cow::Borrowed(path)
     };
-    if !has_dot_segment(&decoded) {
+    // Decoding can make dot segments (`%2e%2e`); only then look again.
+    if !(dots || escapes && has_dot_segment(&decoded)) {
         return Ok(decoded);
     }
     remove_dot_segments(&decoded).map(Cow::Owned)
+}
+
+/// What one pass over a path finds.
+struct Scan {
+    /// A `%`.
+    escapes: bool,
+    /// A `.` or `..` segment.
+    dots: bool,
+}
+
+/// One pass over `path`: refuses a backslash or a NUL, and notes escapes
+/// and dot segments, so that the common path is only read once.
+fn scan(path: &str) -> Result<Scan, PathError> {
+    let mut found = Scan {
+        escapes: false,
+        dots: false,
+    };
+    // Dots seen since the last `/`, while the segment is nothing else.
+    let mut run: Option<u8> = None;
+    for &b in path.as_bytes() {
+        match b {
+            b'\\' => return Err(PathError::Backslash),
+            0 => return Err(PathError::Nul),
+            b'/' => {
+                found.dots |= matches!(run, Some(1 | 2));
+                run = Some(0);
+                continue;
+            }
+            b'%' => found.escapes = true,
+            _ => {}
+        }
+        run = match (run, b) {
+            (Some(n), b'.') => Some(n.saturating_add(1)),
+            _ => None,
+        };
+    }
+    found.dots |= matches!(run, Some(1 | 2));
+    Ok(found)
 }
 
 /// Decodes each `%XX` whose byte is unreserved (letters, digits, `-`, `.`,
@@ -239,6 +272,45 @@ mod tests {
         for p in ["/a/%2e%2e/b/./c", "/%61/%2F/..", "/x/%252e%252e/y"] {
             let once = norm(p).unwrap();
             assert_eq!(norm(&once).unwrap(), once, "{p}");
+        }
+    }
+
+    /// The reference: always decode, always remove dot segments.
+    fn slow(p: &str) -> Result<String, PathError> {
+        if p.contains('\\') {
+            return Err(PathError::Backslash);
+        }
+        if p.contains('\0') {
+            return Err(PathError::Nul);
+        }
+        if !p.starts_with('/') {
+            return Ok(p.to_string());
+        }
+        let decoded = decode_unreserved(p)?;
+        if has_dot_segment(&decoded) {
+            remove_dot_segments(&decoded)
+        } else {
+            Ok(decoded)
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass shortcut gives what always doing everything gives,
+        /// and a normalised path stays as it is.
+        #[test]
+        fn the_shortcut_agrees_with_the_reference_and_is_stable(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", ".", "..", "%2e", "%2E", "%2F", "%41", "%00", "%", "a", "b.c", "~", "\\", "%5C",
+                ]),
+                0..12,
+            )
+        ) {
+            let p = format!("/{}", parts.concat());
+            proptest::prop_assert_eq!(norm(&p), slow(&p), "{}", p);
+            if let Ok(once) = norm(&p) {
+                proptest::prop_assert_eq!(norm(&once), Ok(once.clone()), "{}", p);
+            }
         }
     }
 }
