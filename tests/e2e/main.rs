@@ -17,5 +17,8 @@ mod leaks;
 mod limits;
 mod reload;
 mod retries;
+mod route_config;
+mod routes;
+mod routes_reload;
 mod smuggling;
 mod upgrade;

@@ -145,6 +145,13 @@ impl TestProxy {
         r.text().await.unwrap()
     }
 
+    /// The JSON answer of `GET path` on the admin port, whatever its status.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = client().get(self.admin_url(path)).send().await.unwrap();
+        let body = r.text().await.unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"))
+    }
+
     /// The parsed `/status` document.
     pub async fn status(&self) -> serde_json::Value {
         serde_json::from_str(&self.admin_text("/status").await).expect("/status is JSON")
