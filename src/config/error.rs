@@ -36,7 +36,7 @@ pub enum ErrorKind {
         "upstream `{0}` has no backends; add at least one, e.g. backends = [\"127.0.0.1:3001\"]"
     )]
     EmptyBackends(String),
-    #[error("unknown balance `{value}`{}", suggest(.suggestion, &["round_robin".into(), "least_connections".into()]))]
+    #[error("unknown balance `{value}`{}", suggest(.suggestion, &crate::config::Balance::NAMES.map(String::from)))]
     UnknownBalance {
         value: String,
         suggestion: Option<String>,
@@ -74,6 +74,13 @@ pub enum ErrorKind {
     StripWithoutPrefix,
     #[error("this route has the same hosts, path_prefix and headers as the route on line {first_line}, which takes all of its requests; change its conditions, or remove one of them")]
     DuplicateRoute { first_line: usize },
+    #[error("balance = \"consistent_hash\" needs hash_key, what to hash: add hash_key = \"cookie:sid\" (or header:NAME, query:NAME, client_ip, path)")]
+    MissingHashKey,
+    #[error("`{key}` applies only to balance = \"{balance}\"; remove it, or set balance = \"{balance}\"")]
+    OnlyFor {
+        key: &'static str,
+        balance: &'static str,
+    },
     #[error("route name `{name}` is used twice (first on line {first_line}); give each route its own name")]
     DuplicateRouteName { name: String, first_line: usize },
     #[error("default_upstream `{value}` is not defined; use one of: {names}")]

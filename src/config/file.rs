@@ -78,6 +78,24 @@ pub struct UpstreamSection {
     pub health_check: Option<Spanned<HealthCheckSection>>,
     pub passive_health_check: Option<PassiveSection>,
     pub retry_budget: Option<RetryBudgetSection>,
+    pub hash_key: Option<Spanned<String>>,
+    /// TOML integers (`0`, `2`) are accepted too.
+    pub hash_balance_factor: Option<Spanned<f64>>,
+    pub latency_decay: Option<Spanned<String>>,
+    pub sticky: Option<Spanned<StickySection>>,
+}
+
+/// `[upstreams.NAME.sticky]`: the affinity cookie.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySection {
+    pub cookie: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub secure: Option<Spanned<bool>>,
+    pub http_only: Option<Spanned<bool>>,
+    pub same_site: Option<Spanned<String>>,
+    pub secret: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME.health_check]`: active checks of every backend.

@@ -2,6 +2,7 @@
 //! checked once in `validate.rs`, and comes out as [`Config`], a type the data
 //! plane can use without checking anything again.
 
+mod affinity;
 mod error;
 mod file;
 mod upstream;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use affinity::*;
 pub use error::{ConfigError, ErrorKind, LoadError, Position, Warning};
 pub use upstream::*;
 

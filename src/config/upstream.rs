@@ -67,6 +67,17 @@ pub struct UpstreamConfig {
     pub slow_start: Option<Duration>,
     /// How many retries the upstream allows, whatever `retries` says.
     pub retry_budget: RetryBudget,
+    /// What `consistent_hash` hashes; set exactly for that balance.
+    pub hash_key: Option<super::HashKey>,
+    /// Bounded load for `consistent_hash`: no backend above this times the
+    /// mean in-flight. 0 turns it off. Default
+    /// [`DEFAULT_HASH_BALANCE_FACTOR`](super::DEFAULT_HASH_BALANCE_FACTOR).
+    pub hash_balance_factor: f64,
+    /// How long `least_latency` remembers a latency. Default
+    /// [`DEFAULT_LATENCY_DECAY`](super::DEFAULT_LATENCY_DECAY).
+    pub latency_decay: Duration,
+    /// The sticky cookie, if configured (any balance).
+    pub sticky: Option<super::Sticky>,
 }
 
 /// `[upstreams.NAME.retry_budget]`: over the last [`RETRY_BUDGET_WINDOW`],
@@ -251,15 +262,28 @@ pub enum Balance {
     RoundRobin,
     /// Fewest in-flight requests per unit of weight; ties by round-robin.
     LeastConnections,
+    /// A ring of backends placed by hash: the same key reaches the same
+    /// backend, with bounded load.
+    ConsistentHash,
+    /// Two random backends, the one with the lower decaying peak latency
+    /// times (in-flight + 1).
+    LeastLatency,
 }
 
 impl Balance {
-    pub const NAMES: [&'static str; 2] = ["round_robin", "least_connections"];
+    pub const NAMES: [&'static str; 4] = [
+        "round_robin",
+        "least_connections",
+        "consistent_hash",
+        "least_latency",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Balance::RoundRobin => Self::NAMES[0],
             Balance::LeastConnections => Self::NAMES[1],
+            Balance::ConsistentHash => Self::NAMES[2],
+            Balance::LeastLatency => Self::NAMES[3],
         }
     }
 }

@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::file::{FileConfig, ServerSection};
 use super::*;
 
+mod affinity;
 mod routes;
 mod upstream;
 

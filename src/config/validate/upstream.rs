@@ -24,6 +24,7 @@ impl Source<'_> {
             None => Balance::RoundRobin,
             Some(b) => self.balance(b)?,
         };
+        let affinity = self.affinity(balance, span.clone(), &u)?;
         let timeouts = Timeouts {
             connect: self.duration_or(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,
             read: self.duration_or(&u.read_timeout, DEFAULT_READ_TIMEOUT)?,
@@ -55,6 +56,10 @@ impl Source<'_> {
             None => RetryBudget::default(),
             Some(section) => self.retry_budget(section)?,
         };
+        let sticky = match u.sticky {
+            None => None,
+            Some(section) => Some(self.sticky(section.into_inner())?),
+        };
         Ok(UpstreamConfig {
             name,
             balance,
@@ -65,6 +70,10 @@ impl Source<'_> {
             passive,
             slow_start,
             retry_budget,
+            hash_key: affinity.hash_key,
+            hash_balance_factor: affinity.hash_balance_factor,
+            latency_decay: affinity.latency_decay,
+            sticky,
         })
     }
 
@@ -259,6 +268,8 @@ impl Source<'_> {
         match v {
             "round_robin" => Ok(Balance::RoundRobin),
             "least_connections" => Ok(Balance::LeastConnections),
+            "consistent_hash" => Ok(Balance::ConsistentHash),
+            "least_latency" => Ok(Balance::LeastLatency),
             _ => {
                 let suggestion = balance_alias(v)
                     .map(str::to_string)
@@ -392,6 +403,12 @@ fn balance_alias(v: &str) -> Option<&'static str> {
         "roundrobin" | "rr" | "round_robin" | "wrr" => Some("round_robin"),
         "leastconn" | "least_conn" | "leastconnections" | "least_connections" | "lc" => {
             Some("least_connections")
+        }
+        "hash" | "consistent" | "ketama" | "ring_hash" | "maglev" | "consistenthash" => {
+            Some("consistent_hash")
+        }
+        "p2c" | "ewma" | "peak_ewma" | "least_time" | "leasttime" | "least_request" => {
+            Some("least_latency")
         }
         _ => None,
     }
