@@ -47,6 +47,8 @@ pub struct Metrics {
     pub ejections: IntCounterVec,
     /// upstream: ejections due that the upstream's cap did not allow.
     ejections_capped: IntCounterVec,
+    /// upstream: consistent_hash requests without their key.
+    hash_key_missing: IntCounterVec,
     in_flight: IntGaugeVec,
     healthy: IntGaugeVec,
     weight: IntGaugeVec,
@@ -89,6 +91,7 @@ impl Metrics {
             local_responses: counter(LOCAL_RESPONSES_TOTAL, "Responses the proxy made itself (no backend answered), by status code.", &["code"]),
             health_checks: counter(HEALTH_CHECKS_TOTAL, "Active health checks, by result (success, failure, timeout).", &["upstream", "backend", "result"]),
             ejections: counter(BACKEND_EJECTIONS_TOTAL, "Times a backend was ejected after failed requests.", backend),
+            hash_key_missing: counter(HASH_KEY_MISSING_TOTAL, "Requests to a consistent_hash upstream without the hash_key, sent by round-robin instead.", &["upstream"]),
             ejections_capped: counter(EJECTIONS_CAPPED_TOTAL, "Failed requests that called for an ejection the upstream's max_ejection_percent did not allow.", &["upstream"]),
             in_flight: gauge(BACKEND_IN_FLIGHT, "Requests sent to a backend and not finished.", backend),
             healthy: gauge(BACKEND_HEALTHY, "1 if the backend passes its checks and is not ejected, else 0.", backend),
@@ -119,7 +122,7 @@ impl Metrics {
                 .client_timeouts
                 .with_label_values(&[timeout.as_str()]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 21] = [
+        let all: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -132,6 +135,7 @@ impl Metrics {
             Box::new(metrics.health_checks.clone()),
             Box::new(metrics.ejections.clone()),
             Box::new(metrics.ejections_capped.clone()),
+            Box::new(metrics.hash_key_missing.clone()),
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.weight.clone()),
@@ -237,12 +241,17 @@ impl Metrics {
         self.ejections_capped.with_label_values(&[upstream]).inc();
     }
 
+    pub fn observe_hash_miss(&self, upstream: &str) {
+        self.hash_key_missing.with_label_values(&[upstream]).inc();
+    }
+
     /// The counters labelled by upstream alone.
-    fn per_upstream(&self) -> [&IntCounterVec; 3] {
+    fn per_upstream(&self) -> [&IntCounterVec; 4] {
         [
             &self.retries,
             &self.retry_budget_exhausted,
             &self.ejections_capped,
+            &self.hash_key_missing,
         ]
     }
 

@@ -25,6 +25,7 @@ pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
 pub const CLIENT_CONNECTIONS_REFUSED_TOTAL: &str = "switchyard_client_connections_refused_total";
 pub const CLIENT_TIMEOUTS_TOTAL: &str = "switchyard_client_timeouts_total";
 pub const ROUTE_REQUESTS_TOTAL: &str = "switchyard_route_requests_total";
+pub const HASH_KEY_MISSING_TOTAL: &str = "switchyard_hash_key_missing_total";
 
 /// Request duration buckets in seconds: from a fast local backend (1ms) to
 /// the default read timeout (30s).

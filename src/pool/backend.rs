@@ -8,6 +8,8 @@ use std::sync::{Arc, OnceLock};
 use super::health::Health;
 use super::latency::Latency;
 use super::least::LoadTree;
+use super::p2c::PeakEwma;
+use super::upstream::Counters;
 use crate::metrics::BackendSeries;
 
 /// The live state of one backend of one upstream.
@@ -23,15 +25,32 @@ pub struct BackendState {
     requests: AtomicU64,
     failures: AtomicU64,
     latency: Latency,
+    ewma: PeakEwma,
+    /// Its upstream's counters (shared by the upstream's backends, by
+    /// name), kept alive by every backend state that may still count in
+    /// them: bounded load's total in flight.
+    upstream: Arc<Counters>,
     /// This backend's metric series, looked up on its first response
     /// rather than by label on every one.
     pub(crate) series: OnceLock<BackendSeries>,
 }
 
 impl BackendState {
-    /// A new backend with nothing in flight.
+    /// A new backend with nothing in flight, of an upstream of its own.
     pub fn new(address: String, socket_addr: SocketAddr, health: Health) -> Self {
+        Self::of_upstream(address, socket_addr, health, Arc::default())
+    }
+
+    /// A new backend with nothing in flight, of the upstream that counts
+    /// in `upstream`.
+    pub fn of_upstream(
+        address: String,
+        socket_addr: SocketAddr,
+        health: Health,
+        upstream: Arc<Counters>,
+    ) -> Self {
         BackendState {
+            upstream,
             address,
             socket_addr,
             in_flight: AtomicUsize::new(0),
@@ -39,6 +58,7 @@ impl BackendState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: Latency::default(),
+            ewma: PeakEwma::default(),
             series: OnceLock::new(),
         }
     }
@@ -76,6 +96,11 @@ impl BackendState {
         &self.latency
     }
 
+    /// Its decaying peak latency, for least_latency.
+    pub fn ewma(&self) -> &PeakEwma {
+        &self.ewma
+    }
+
     pub fn record_response(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -88,10 +113,27 @@ impl BackendState {
     /// [`health::now`](super::health::now)), until the lease is dropped.
     pub fn lease(self: &Arc<Self>, now: u64) -> Lease {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.leased(now)
+    }
+
+    /// Like [`lease`](Self::lease), but only while fewer than `bound` are
+    /// in flight: the check and the count are one step, so no two
+    /// requests can both take the last slot.
+    pub fn try_lease(self: &Arc<Self>, bound: usize, now: u64) -> Option<Lease> {
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .ok()?;
+        Some(self.leased(now))
+    }
+
+    fn leased(self: &Arc<Self>, now: u64) -> Lease {
         Lease {
             backend: Arc::clone(self),
             started: now,
             tree: None,
+            counted: false,
         }
     }
 }
@@ -105,6 +147,8 @@ pub struct Lease {
     /// The least-connections tree that counts this lease, and the
     /// backend's leaf in it.
     tree: Option<(Arc<LoadTree>, usize)>,
+    /// Counted in the upstream's total in flight, for bounded load.
+    counted: bool,
 }
 
 impl Lease {
@@ -112,6 +156,16 @@ impl Lease {
     pub(super) fn track(mut self, tree: &Arc<LoadTree>, i: usize) -> Self {
         tree.picked(i);
         self.tree = Some((Arc::clone(tree), i));
+        self
+    }
+
+    /// Counts this lease in its upstream's total too, until it ends.
+    pub(super) fn count_in_upstream(mut self) -> Self {
+        self.backend
+            .upstream
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        self.counted = true;
         self
     }
 
@@ -132,6 +186,12 @@ impl Drop for Lease {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Some((tree, i)) = &self.tree {
             tree.update(*i);
+        }
+        if self.counted {
+            self.backend
+                .upstream
+                .in_flight
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

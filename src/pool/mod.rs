@@ -5,12 +5,15 @@
 mod backend;
 mod balance;
 mod budget;
+mod hash;
 pub mod health;
 pub mod latency;
 mod least;
 mod outcome;
+mod p2c;
 #[cfg(test)]
 mod properties;
+mod ring;
 mod select;
 mod upstream;
 
@@ -22,8 +25,11 @@ use arc_swap::ArcSwap;
 pub use backend::{BackendState, Lease};
 pub use balance::{Balancer, LeastConnections, RoundRobin};
 pub use budget::{Budget, RetryWindow};
+pub use hash::KeyChoice;
 pub use outcome::Verdict;
-pub use upstream::Upstream;
+pub use ring::{key_hash, Ring};
+pub use select::Hint;
+pub use upstream::{Counters, Hashed, StickyIds, Upstream};
 
 use crate::config::{BackendConfig, Config};
 use crate::metrics::RouteSeries;
@@ -74,13 +80,15 @@ impl Snapshot {
     }
 }
 
-/// Backend states by (upstream, address), and retry windows by upstream.
-/// Weak, so a backend that no snapshot lists goes away once its last lease
-/// ends, and an upstream's window once no snapshot lists the upstream.
+/// Backend states by (upstream, address), and retry windows and counters
+/// by upstream. Weak, so a backend that no snapshot lists goes away once
+/// its last lease ends, and an upstream's window once no snapshot lists
+/// the upstream.
 #[derive(Debug, Default)]
 struct Registry {
     states: HashMap<(String, String), Weak<BackendState>>,
     windows: HashMap<String, Weak<RetryWindow>>,
+    counters: HashMap<String, Weak<Counters>>,
 }
 
 impl Registry {
@@ -90,6 +98,7 @@ impl Registry {
         backend: &BackendConfig,
         initial_up: bool,
         added_at: u64,
+        counters: &Arc<Counters>,
     ) -> Arc<BackendState> {
         let (address, socket_addr) = (&backend.address, backend.socket_addr);
         let key = (upstream.to_string(), address.to_string());
@@ -98,10 +107,11 @@ impl Registry {
                 return state;
             }
         }
-        let state = Arc::new(BackendState::new(
+        let state = Arc::new(BackendState::of_upstream(
             address.to_string(),
             socket_addr,
             Health::new(initial_up, added_at),
+            Arc::clone(counters),
         ));
         self.states.insert(key, Arc::downgrade(&state));
         state
@@ -109,13 +119,12 @@ impl Registry {
 
     /// The retry window of `upstream`: the one it had if it stays.
     fn window(&mut self, upstream: &str) -> Arc<RetryWindow> {
-        if let Some(window) = self.windows.get(upstream).and_then(Weak::upgrade) {
-            return window;
-        }
-        let window = Arc::new(RetryWindow::default());
-        self.windows
-            .insert(upstream.to_string(), Arc::downgrade(&window));
-        window
+        shared(&mut self.windows, upstream)
+    }
+
+    /// The counters of `upstream`: the ones it had if it stays.
+    fn counters(&mut self, upstream: &str) -> Arc<Counters> {
+        shared(&mut self.counters, upstream)
     }
 
     fn is_live(&self, upstream: &str, address: &str) -> bool {
@@ -126,7 +135,18 @@ impl Registry {
     fn prune(&mut self) {
         self.states.retain(|_, w| w.strong_count() > 0);
         self.windows.retain(|_, w| w.strong_count() > 0);
+        self.counters.retain(|_, w| w.strong_count() > 0);
     }
+}
+
+/// The value of `map` for `upstream` if one is still alive, else a new one.
+fn shared<T: Default>(map: &mut HashMap<String, Weak<T>>, upstream: &str) -> Arc<T> {
+    if let Some(value) = map.get(upstream).and_then(Weak::upgrade) {
+        return value;
+    }
+    let value = Arc::new(T::default());
+    map.insert(upstream.to_string(), Arc::downgrade(&value));
+    value
 }
 
 /// The live pool: the current snapshot and the state registry behind it.
@@ -220,7 +240,11 @@ mod tests {
     fn install_keeps_state_of_backends_that_stay() {
         let pool = Pool::new(config(r#""127.0.0.1:3001", "127.0.0.1:3002""#));
         let before = pool.snapshot();
-        let (_, lease) = before.default_upstream().unwrap().select(&[]).unwrap();
+        let (_, lease) = before
+            .default_upstream()
+            .unwrap()
+            .select(&[], Default::default())
+            .unwrap();
         let kept = Arc::clone(lease.backend());
         let version = pool.install(config(
             r#""127.0.0.1:3002", "127.0.0.1:3001", "127.0.0.1:3003""#,

@@ -1,21 +1,26 @@
 //! Properties of selection through the whole pool, for any mix of
 //! health, weights, loads and reloads: never a backend that is down,
 //! ejected or removed while a usable one exists, nor one that just refused
-//! a connection while another did not; a retry whenever an untried backend
-//! may take traffic; and least-connections always a least loaded usable
-//! one.
+//! a connection while another did not, by every balancer (consistent_hash
+//! with and without keys); a retry whenever an untried backend may take
+//! traffic; and least-connections always a least loaded usable one.
 
 use super::health::{self, LazyNow};
 use crate::config::Config;
 use crate::config::{Outcome, Passive};
-use crate::pool::Pool;
+use crate::pool::{Hint, Pool};
 use proptest::prelude::*;
 use std::path::Path;
 
 fn config(ports: &[u16], balance: &str) -> Config {
     let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let key = if balance == "consistent_hash" {
+        "hash_key = \"path\"\n"
+    } else {
+        ""
+    };
     let text = format!(
-        "[upstreams.app]\nbalance = \"{balance}\"\nbackends = [{}]\n\
+        "[upstreams.app]\nbalance = \"{balance}\"\n{key}backends = [{}]\n\
          [upstreams.app.health_check]\n",
         list.join(", ")
     );
@@ -30,9 +35,10 @@ proptest! {
         states in prop::collection::vec(0u8..4, 2..=24),
         removed in prop::collection::vec(any::<bool>(), 24),
         tried in prop::collection::vec(any::<bool>(), 24),
-        least in any::<bool>(),
+        balance in prop::sample::select(crate::config::Balance::NAMES.to_vec()),
+        keys in prop::collection::vec(any::<u64>(), 1..4),
+        pinned in prop::option::of(0usize..24),
     ) {
-        let balance = if least { "least_connections" } else { "round_robin" };
         let ports: Vec<u16> = (0..states.len() as u16).map(|i| 4000 + i).collect();
         let pool = Pool::new(config(&ports, balance));
         let now = health::now();
@@ -66,8 +72,11 @@ proptest! {
         let n = up.backends().len();
         let any_usable = (0..n).any(usable);
         let any_preferred = (0..n).any(preferred);
-        for _ in 0..3 * states.len() {
-            let (i, _lease) = up.select(&[]).expect("panic mode still picks");
+        for k in 0..3 * states.len() {
+            // consistent_hash with keys, and without (round-robin).
+            // And a sticky cookie naming any backend, usable or not.
+            let hint = Hint { key: keys.get(k % 4).copied(), pinned: pinned.filter(|&p| p < n) };
+            let (i, _lease) = up.select(&[], hint).expect("panic mode still picks");
             let port = up.backends()[i].state.socket_addr().port();
             prop_assert!(kept.contains(&port), "picked removed backend {port}");
             if any_usable {
@@ -81,7 +90,8 @@ proptest! {
         let tried: Vec<usize> = (0..n).filter(|&i| tried[i]).collect();
         let untried = |i: &usize| !tried.contains(i);
         let takeable = (0..n).filter(untried).any(|i| up.backends()[i].state.health().panic_tier().is_some());
-        match up.select(&tried) {
+        let hint = Hint { key: keys.first().copied(), pinned: None };
+        match up.select(&tried, hint) {
             Some((i, _lease)) => {
                 prop_assert!(untried(&i), "retried on {i}, already tried");
                 if (0..n).filter(untried).any(usable) {
@@ -133,7 +143,7 @@ proptest! {
                 held.push_back((target % n, up.lease(target % n, &LazyNow::new())));
                 continue;
             }
-            let (i, lease) = up.select(&[]).expect("something is picked");
+            let (i, lease) = up.select(&[], Default::default()).expect("something is picked");
             let load = |j: usize| up.backends()[j].state.in_flight() as u64 - u64::from(j == i);
             let w = |j: usize| u64::from(weights[j]);
             if !usable.is_empty() {

@@ -20,11 +20,30 @@ pub(super) enum Candidates {
     Panic(u8),
 }
 
+/// What a request brings to the choice of its backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// The hash of its consistent_hash key, if the upstream hashes and the
+    /// request has the key.
+    pub key: Option<u64>,
+    /// The backend its sticky cookie names, by index, if it names one.
+    pub pinned: Option<usize>,
+}
+
 impl Upstream {
-    /// Picks a backend not in `tried` and leases a slot on it: a usable one
-    /// if there is any, one without a recent failed connect if possible;
-    /// otherwise (panic mode) one of the least bad.
-    pub fn select(&self, tried: &[usize]) -> Option<(usize, Lease)> {
+    /// Picks a backend not in `tried` and leases a slot on it: the one the
+    /// sticky cookie names or the key hashes to, if it may be taken; else a
+    /// usable one if there is any, one without a recent failed connect if
+    /// possible; otherwise (panic mode) one of the least bad.
+    pub fn select(&self, tried: &[usize], hint: Hint) -> Option<(usize, Lease)> {
+        if let Some(i) = hint.pinned.filter(|i| !tried.contains(i)) {
+            if let Some(lease) = self.take_pinned(i, tried) {
+                return Some((i, lease));
+            }
+        }
+        if let (Some(hashed), Some(key)) = (&self.hashed, hint.key) {
+            return self.select_hashed(hashed, tried, key);
+        }
         // The common case in constant time: a first attempt, no slow start
         // to weigh, and the balancer's pick is preferred. Anything else
         // takes the general path below, which looks at every backend.
@@ -60,14 +79,37 @@ impl Upstream {
         None
     }
 
-    /// A lease on backend `i`, counted by least-connections' tree.
+    /// A lease on backend `i`, counted by least-connections' tree and by
+    /// bounded load's total.
     pub(super) fn lease(&self, i: usize, now: &LazyNow) -> Lease {
         let state = &self.backends[i].state;
         let lease = state.lease(state.health().attempt_start(now));
-        match &self.least {
+        self.count(i, lease)
+    }
+
+    /// Adds the upstream's own counts to a lease on backend `i`.
+    pub(super) fn count(&self, i: usize, lease: Lease) -> Lease {
+        let lease = match &self.least {
             Some(tree) => lease.track(tree, i),
             None => lease,
+        };
+        match &self.hashed {
+            Some(h) if h.factor > 0.0 => lease.count_in_upstream(),
+            _ => lease,
         }
+    }
+
+    /// A lease on backend `i` if it is among the best candidates there
+    /// are: a sticky backend keeps its clients while it may take traffic
+    /// as much as any other.
+    fn take_pinned(&self, i: usize, tried: &[usize]) -> Option<Lease> {
+        let now = LazyNow::new();
+        let h = self.backends.get(i)?.state.health();
+        let best = (h.usable_lazy(&now) && !h.passed_over_lazy(&now))
+            || self
+                .candidates(tried, &now)
+                .is_some_and(|c| self.is_candidate(i, tried, c, &now));
+        best.then(|| self.lease(i, &now))
     }
 
     fn pick(&self, tried: &[usize], candidates: Candidates, now: &LazyNow) -> Option<usize> {
@@ -126,7 +168,13 @@ impl Upstream {
             .map(Candidates::Panic)
     }
 
-    fn is_candidate(&self, i: usize, tried: &[usize], c: Candidates, now: &LazyNow) -> bool {
+    pub(super) fn is_candidate(
+        &self,
+        i: usize,
+        tried: &[usize],
+        c: Candidates,
+        now: &LazyNow,
+    ) -> bool {
         let health = self.backends[i].state.health();
         !tried.contains(&i)
             && match c {
@@ -187,14 +235,14 @@ mod tests {
         // The others take everything meanwhile, and stay busy.
         let mut held = Vec::new();
         for _ in 1..n {
-            let (i, lease) = up.select(&[]).unwrap();
+            let (i, lease) = up.select(&[], Default::default()).unwrap();
             assert_ne!(i, 0);
             held.push(lease);
         }
         // Nothing happens to backend 0 but time: the tree must notice, and
         // then backend 0 is the only one with nothing in flight.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while up.select(&[]).unwrap().0 != 0 {
+        while up.select(&[], Default::default()).unwrap().0 != 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "backend 0 never came back"
@@ -229,11 +277,11 @@ mod tests {
             assert!(!up.backends()[1].state.latency().held_back(fastest));
             // Enough picks for the tree's periodic look at latencies.
             for _ in 0..1024 {
-                up.select(&[]).unwrap();
+                up.select(&[], Default::default()).unwrap();
             }
             let mut held = Vec::new();
             for _ in 0..8 * (n - 1) {
-                let (i, lease) = up.select(&[]).unwrap();
+                let (i, lease) = up.select(&[], Default::default()).unwrap();
                 assert_ne!(i, 0, "n = {n}: picked the slow backend");
                 held.push(lease);
             }
@@ -243,10 +291,14 @@ mod tests {
             // The tree's probe (the scan's is in the end-to-end tests): one
             // request, once a second has passed, and only one.
             std::thread::sleep(Duration::from_nanos(latency::PROBE_EVERY + 50_000_000));
-            let (i, probe) = up.select(&[]).unwrap();
+            let (i, probe) = up.select(&[], Default::default()).unwrap();
             assert_eq!(i, 0, "n = {n}: no probe");
             for _ in 0..n {
-                assert_ne!(up.select(&[]).unwrap().0, 0, "n = {n}: a second probe");
+                assert_ne!(
+                    up.select(&[], Default::default()).unwrap().0,
+                    0,
+                    "n = {n}: a second probe"
+                );
             }
             drop(probe);
         }
@@ -262,14 +314,14 @@ mod tests {
         let down = up.backends()[1].state.health();
         down.record_check(false, "test".into(), (1, 1), health::now());
         for _ in 0..4 {
-            let (i, _) = up.select(&[0]).unwrap();
+            let (i, _) = up.select(&[0], Default::default()).unwrap();
             assert_eq!(i, 2);
         }
         // Every usable backend tried: a retry goes on to the least bad of
         // the rest rather than give up.
-        assert_eq!(up.select(&[0, 2]).unwrap().0, 1);
+        assert_eq!(up.select(&[0, 2], Default::default()).unwrap().0, 1);
         assert!(up.has_untried(&[0, 2]));
-        assert!(up.select(&[0, 1, 2]).is_none());
+        assert!(up.select(&[0, 1, 2], Default::default()).is_none());
         assert!(!up.has_untried(&[0, 1, 2]));
     }
 
@@ -279,6 +331,24 @@ mod tests {
     /// pass it over while another backend has no such failure, by scan
     /// (3 backends) and through the tree (20), and take it back once it
     /// answers.
+    /// The lines that pick `balance` (and what it needs).
+    fn balance_lines(balance: &str) -> String {
+        let key = if balance == "consistent_hash" {
+            "hash_key = \"path\"\n"
+        } else {
+            ""
+        };
+        format!("balance = \"{balance}\"\n{key}")
+    }
+
+    /// A hint with the `k`-th of many keys.
+    fn hint(k: usize) -> Hint {
+        Hint {
+            key: Some(crate::pool::ring::mix(k as u64)),
+            pinned: None,
+        }
+    }
+
     #[test]
     fn a_backend_that_refused_a_connection_is_passed_over() {
         for balance in Balance::NAMES {
@@ -287,7 +357,8 @@ mod tests {
                     .map(|i| format!("\"127.0.0.1:{}\"", 3001 + i))
                     .collect();
                 let text = format!(
-                    "[upstreams.app]\nbalance = \"{balance}\"\nbackends = [{}]\n",
+                    "[upstreams.app]\n{}backends = [{}]\n",
+                    balance_lines(balance),
                     list.join(", ")
                 );
                 let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
@@ -296,17 +367,17 @@ mod tests {
                 let refused = &up.backends()[0].state;
                 up.record_outcome(refused, 0, Some(crate::config::Outcome::Connect));
                 assert!(up.is_ready(), "{balance}: a refusal is not an outage");
-                for _ in 0..4 * n {
-                    let (i, lease) = up.select(&[]).unwrap();
+                for k in 0..4 * n {
+                    let (i, lease) = up.select(&[], hint(k)).unwrap();
                     assert_ne!(i, 0, "{balance}, {n} backends: picked the refusing backend");
                     drop(lease);
                 }
                 // With every other backend tried, a retry still takes it.
                 let others: Vec<usize> = (1..n).collect();
-                assert_eq!(up.select(&others).unwrap().0, 0);
+                assert_eq!(up.select(&others, hint(0)).unwrap().0, 0);
                 // An answer on an attempt chosen after the refusal ends it.
                 up.record_outcome(refused, health::now(), None);
-                let picked = (0..4 * n).any(|_| up.select(&[]).unwrap().0 == 0);
+                let picked = (0..40 * n).any(|k| up.select(&[], hint(k)).unwrap().0 == 0);
                 assert!(picked, "{balance}, {n} backends: never taken back");
             }
         }
@@ -324,7 +395,7 @@ mod tests {
         }
         let mut picks = [0; 2];
         for _ in 0..10 {
-            picks[up.select(&[]).unwrap().0] += 1;
+            picks[up.select(&[], Default::default()).unwrap().0] += 1;
         }
         assert_eq!(picks, [5, 5]);
     }
@@ -333,9 +404,10 @@ mod tests {
     fn a_recovered_backend_starts_at_a_tenth_of_its_weight() {
         for balance in Balance::NAMES {
             let text = format!(
-                "[upstreams.app]\nbalance = \"{balance}\"\nslow_start = \"30s\"\n\
+                "[upstreams.app]\n{}slow_start = \"30s\"\n\
                  backends = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\n\
-                 [upstreams.app.health_check]\n"
+                 [upstreams.app.health_check]\n",
+                balance_lines(balance)
             );
             let pool = Pool::new(crate::config::parse(Path::new("t.toml"), &text).unwrap());
             let snap = pool.snapshot();
@@ -344,10 +416,16 @@ mod tests {
             h.record_check(false, "x".into(), (1, 1), health::now());
             h.record_check(true, "x".into(), (1, 1), health::now());
             let mut picks = [0; 2];
-            for _ in 0..110 {
-                picks[up.select(&[]).unwrap().0] += 1;
+            for k in 0..1100 {
+                picks[up.select(&[], hint(k)).unwrap().0] += 1;
             }
-            assert_eq!(picks, [100, 10], "{balance}");
+            if balance == "round_robin" || balance == "least_connections" {
+                assert_eq!(picks, [1000, 100], "{balance}");
+            } else {
+                // Keys and random pairs: about a tenth of its share.
+                assert!(picks[1] < 1100 / 5, "{balance}: {picks:?}");
+                assert!(picks[1] > 0, "{balance}: {picks:?}");
+            }
             assert_eq!(up.effective_weight(0, health::now()), 1.0);
             assert!(up.effective_weight(1, health::now()) < 0.2);
         }

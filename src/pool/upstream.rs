@@ -2,13 +2,79 @@
 //! of a backend for each attempt, from the usable ones when there are any
 //! and from the least bad otherwise (panic mode).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::health::{self, LazyNow};
 use super::least::LoadTree;
+use super::p2c::LeastLatency;
+use super::ring::{self, Ring};
 use super::{latency, Backend, Balancer, Budget, LeastConnections, Registry, RoundRobin};
-use crate::config::{Balance, HealthCheck, Passive, Timeouts, UpstreamConfig};
+use crate::config::{Balance, HashKey, HealthCheck, Passive, Sticky, Timeouts, UpstreamConfig};
+
+/// What one upstream counts across snapshots (kept by name).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests in flight on all its backends, for bounded load.
+    pub in_flight: AtomicUsize,
+    /// Requests to a consistent_hash upstream that had no key.
+    pub hash_misses: AtomicU64,
+}
+
+/// consistent_hash's ring and settings.
+#[derive(Debug)]
+pub struct Hashed {
+    pub ring: Ring,
+    pub key: HashKey,
+    /// 0: no bound.
+    pub factor: f64,
+    /// Each backend's id on the ring, by index.
+    pub ids: Box<[u64]>,
+}
+
+/// The sticky cookie's settings and each backend's id in it.
+#[derive(Debug)]
+pub struct StickyIds {
+    pub config: Sticky,
+    /// By backend index: 16 hex digits, not the address.
+    ids: Box<[String]>,
+    by_id: HashMap<String, usize>,
+}
+
+impl StickyIds {
+    fn new(config: &Sticky, upstream: &str, backends: &[Backend]) -> StickyIds {
+        let secret = config.secret.as_deref().unwrap_or("");
+        let ids: Box<[String]> = backends
+            .iter()
+            .map(|b| {
+                let input = format!("{secret}\0{upstream}\0{}", b.state.address());
+                format!("{:016x}", xxhash_rust::xxh3::xxh3_64(input.as_bytes()))
+            })
+            .collect();
+        let by_id = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
+        StickyIds {
+            config: config.clone(),
+            ids,
+            by_id,
+        }
+    }
+
+    /// Backend `i`'s id.
+    pub fn id(&self, i: usize) -> &str {
+        &self.ids[i]
+    }
+
+    /// The backend with this id, if any (a forged or stale id is none).
+    pub fn backend(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+}
 
 /// One upstream in a snapshot.
 #[derive(Debug)]
@@ -29,6 +95,10 @@ pub struct Upstream {
     pub(super) retry_budget: Budget,
     /// Held while deciding an ejection, so that the cap holds.
     pub(super) ejecting: Mutex<()>,
+    pub(super) hashed: Option<Hashed>,
+    pub(super) sticky: Option<StickyIds>,
+    pub(super) latency_decay: Duration,
+    pub(super) counters: Arc<Counters>,
 }
 
 impl Upstream {
@@ -39,11 +109,12 @@ impl Upstream {
             .health_check
             .as_ref()
             .is_none_or(|c| c.initial_healthy);
+        let counters = registry.counters(&config.name);
         let backends: Vec<Backend> = config
             .backends
             .iter()
             .map(|b| Backend {
-                state: registry.state(&config.name, b, initial_up, added_at),
+                state: registry.state(&config.name, b, initial_up, added_at, &counters),
                 weight: b.weight,
             })
             .collect();
@@ -54,9 +125,29 @@ impl Upstream {
             }
         }
         let balancer: Box<dyn Balancer> = match config.balance {
-            Balance::RoundRobin => Box::new(RoundRobin::new(&backends)),
+            // consistent_hash falls back to round-robin for requests
+            // without a key.
+            Balance::RoundRobin | Balance::ConsistentHash => Box::new(RoundRobin::new(&backends)),
             Balance::LeastConnections => Box::new(LeastConnections::new(&backends)),
+            Balance::LeastLatency => Box::new(LeastLatency::new(config.latency_decay, &backends)),
         };
+        let hashed = config.hash_key.clone().map(|key| {
+            let ids: Box<[u64]> = backends
+                .iter()
+                .map(|b| ring::backend_id(&config.name, b.state.address()))
+                .collect();
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            Hashed {
+                ring: Ring::new(&ids, &weights),
+                key,
+                factor: config.hash_balance_factor,
+                ids,
+            }
+        });
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|s| StickyIds::new(s, &config.name, &backends));
         Upstream {
             name: config.name.clone(),
             balance: config.balance,
@@ -73,6 +164,10 @@ impl Upstream {
             slow_start: config.slow_start,
             retry_budget: Budget::new(config.retry_budget, registry.window(&config.name)),
             ejecting: Mutex::new(()),
+            hashed,
+            sticky,
+            latency_decay: config.latency_decay,
+            counters,
         }
     }
 
@@ -112,6 +207,25 @@ impl Upstream {
     /// How many retries the upstream's recent traffic allows.
     pub fn retry_budget(&self) -> &Budget {
         &self.retry_budget
+    }
+
+    /// consistent_hash's ring and settings, for that balance.
+    pub fn hashed(&self) -> Option<&Hashed> {
+        self.hashed.as_ref()
+    }
+
+    /// The sticky cookie, if configured.
+    pub fn sticky(&self) -> Option<&StickyIds> {
+        self.sticky.as_ref()
+    }
+
+    /// How long least_latency remembers a latency.
+    pub fn latency_decay(&self) -> Duration {
+        self.latency_decay
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// At least one backend is usable.
