@@ -7,8 +7,11 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
+use std::net::IpAddr;
+
 use super::status::upstream_status;
-use crate::pool::Snapshot;
+use crate::pool::{Snapshot, Upstream};
+use crate::proxy::affinity;
 use crate::route::{self, Refusal, Verdict};
 
 /// The answer for the query string `query`, or why the query is wrong.
@@ -16,10 +19,18 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> Result<Value, String>
     let mut host = String::new();
     let mut target = "/".to_string();
     let mut headers = HeaderMap::new();
+    let mut client: Option<IpAddr> = None;
     for (key, value) in pairs(query)? {
         match key.as_str() {
             "host" => host = value,
             "path" => target = value,
+            "client_ip" => {
+                client = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("`{value}` is not an IP address"))?,
+                )
+            }
             "header" => {
                 let (name, v) = value
                     .split_once(':')
@@ -66,7 +77,9 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> Result<Value, String>
             let backend_path = d.rewrite.clone().unwrap_or_else(|| target.clone());
             answer["backend_path"] = backend_path.into();
             answer["forwarded_prefix"] = d.route.and_then(|r| r.forwarded_prefix()).into();
-            answer["upstream"] = upstream_status(&snapshot.upstreams()[d.upstream]);
+            let upstream = &snapshot.upstreams()[d.upstream];
+            answer["upstream"] = upstream_status(upstream);
+            affinity(&mut answer, upstream, &headers, &target, client);
             normal
         }
         (Err(Refusal::NoRoute), Ok(normal)) => {
@@ -93,6 +106,51 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> Result<Value, String>
         .collect::<Vec<_>>()
         .into();
     Ok(answer)
+}
+
+/// Where affinity sends the request: the backend its consistent_hash key
+/// maps to and why, and the backend its sticky cookie names.
+fn affinity(
+    answer: &mut Value,
+    upstream: &Upstream,
+    headers: &HeaderMap,
+    target: &str,
+    client: Option<IpAddr>,
+) {
+    let address = |i: usize| upstream.backends()[i].state.address().to_string();
+    if let Some(h) = upstream.hashed() {
+        let value = affinity::key_of(&h.key, headers, target, client);
+        answer["consistent_hash"] = match value {
+            None => json!({
+                "hash_key": h.key.to_string(),
+                "key": null,
+                "why": "the request has no such key: round-robin picks the backend",
+            }),
+            Some(v) => {
+                let choice = upstream.explain_key(crate::pool::key_hash(v.as_bytes()));
+                json!({
+                    "hash_key": h.key.to_string(),
+                    "key": v,
+                    "owner": choice.as_ref().map(|c| address(c.owner)),
+                    "backend": choice.as_ref().and_then(|c| c.chosen).map(address),
+                    "why": choice.map(|c| c.why),
+                })
+            }
+        };
+    }
+    if let Some(s) = upstream.sticky() {
+        let id = affinity::cookie(headers, &s.config.cookie);
+        answer["sticky"] = json!({
+            "cookie": s.config.cookie,
+            "value": id,
+            "backend": id.and_then(|id| s.backend(id)).map(address),
+            "why": match id.map(|id| s.backend(id)) {
+                None => "no cookie: the balancer picks, and the answer sets it",
+                Some(None) => "the cookie names no backend (forged or stale): a new pick, and a new cookie",
+                Some(Some(_)) => "the cookie names this backend: it takes the request while it may take traffic",
+            },
+        });
+    }
 }
 
 /// The decoded `key=value` pairs of a query string (`+` is a space).

@@ -2,6 +2,8 @@
 //! route in precedence order, and every upstream and backend with its state
 //! and why.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 
 use super::{millis, rfc3339};
@@ -94,6 +96,24 @@ pub(super) fn upstream_status(u: &Upstream) -> Value {
             "max_ejected_backends": p.max_ejected(u.backends().len()),
         },
         "slow_start_ms": u.slow_start().map(millis),
+        "consistent_hash": u.hashed().map(|h| json!({
+            "hash_key": h.key.to_string(),
+            "hash_balance_factor": h.factor,
+            "ring_points": h.ring.len(),
+            "requests_without_key": u.counters().hash_misses.load(Ordering::Relaxed),
+            "without_key": "round_robin",
+        })),
+        "least_latency": (u.balance() == Balance::LeastLatency).then(|| json!({
+            "latency_decay_ms": millis(u.latency_decay()),
+        })),
+        "sticky": u.sticky().map(|s| json!({
+            "cookie": s.config.cookie,
+            "max_age_s": s.config.max_age.map(|d| d.as_secs()),
+            "path": s.config.path,
+            "secure": s.config.secure.map_or(Value::from("on for HTTPS requests"), Value::from),
+            "http_only": s.config.http_only,
+            "same_site": s.config.same_site.attribute(),
+        })),
         "retry_budget": {
             "ratio": budget.settings().ratio,
             "min_retries_per_second": budget.settings().min_retries_per_second,
@@ -232,6 +252,11 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
         "in_flight": s.in_flight(),
         "base_latency_ms": latency_ms,
         "held_back": held_back,
+        "latency_ewma_ms": (u.balance() == Balance::LeastLatency).then(|| {
+            let ewma = s.ewma().latency(now, u.latency_decay());
+            (ewma / 1e4).round() / 100.0
+        }),
+        "sticky_id": u.sticky().map(|st| st.id(i)),
         "responses_total": s.requests(),
         "failures_total": s.failures(),
     })

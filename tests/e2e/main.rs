@@ -4,6 +4,8 @@
 mod support;
 
 mod admin;
+mod affinity;
+mod affinity_config;
 mod backends;
 mod balancing;
 mod binary;
@@ -21,4 +23,5 @@ mod route_config;
 mod routes;
 mod routes_reload;
 mod smuggling;
+mod socketio;
 mod upgrade;

@@ -49,6 +49,9 @@ pub const HANG: u16 = 0;
 
 struct Shared {
     received: AtomicUsize,
+    /// Requests being answered now, and the most there ever were.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     headers: Mutex<Vec<HeaderMap>>,
     /// Status of the health endpoint; [`HANG`] to never answer.
     health: AtomicU16,
@@ -62,6 +65,8 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             received: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             headers: Mutex::new(Vec::new()),
             health: AtomicU16::new(200),
             failing_checks: AtomicUsize::new(0),
@@ -129,6 +134,11 @@ impl TestBackend {
         self.shared.received.load(Ordering::SeqCst)
     }
 
+    /// The most requests this backend was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// The headers of every request received, in order.
     pub fn headers(&self) -> Vec<HeaderMap> {
         self.shared.headers.lock().unwrap().clone()
@@ -169,6 +179,9 @@ async fn answer(
     }
     shared.headers.lock().unwrap().push(req.headers().clone());
     shared.received.fetch_add(1, Ordering::SeqCst);
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _answering = Answering(&shared.in_flight);
     if let Behavior::BodyLength = behavior {
         use http_body_util::BodyExt;
         let length = match req.into_body().collect().await {
@@ -196,6 +209,15 @@ async fn answer(
     resp.headers_mut()
         .insert("x-backend", name.parse().unwrap());
     Ok(resp)
+}
+
+/// Counts a request as answered when it ends, however it ends.
+struct Answering<'a>(&'a AtomicUsize);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn health(shared: &Shared) -> Response<Full<Bytes>> {

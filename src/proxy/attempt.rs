@@ -1,0 +1,178 @@
+//! One attempt on a backend: choosing it (a retry from the pool as it is
+//! now), what its failure counts for, and whether it is tried again.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::{errors, retry, Proxy, RequestCtx};
+use crate::config::Outcome;
+use crate::pool::{health, Lease, Upstream};
+
+impl Proxy {
+    /// `upstream_peer`: the backend for this attempt, leased.
+    pub(super) fn choose(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let mut upstream = ctx
+            .upstream
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no upstream"))?;
+        if std::mem::take(&mut ctx.reconnect) {
+            if let Some((_, lease)) = &ctx.attempt {
+                ctx.attempt_started = Instant::now();
+                return Ok(peer_for(&upstream, lease));
+            }
+        }
+        if ctx.tried.is_empty() {
+            // The start time already read spares a clock read per request.
+            upstream
+                .retry_budget()
+                .record_request(health::at(ctx.started));
+        } else {
+            // A retry chooses from the pool as it is now: a reload since the
+            // first attempt may have removed backends, or the upstream.
+            let Some(current) = self
+                .pool
+                .snapshot()
+                .upstream_named(upstream.name())
+                .cloned()
+            else {
+                let why = format!("upstream {} was removed by a reload", upstream.name());
+                return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+            };
+            if !Arc::ptr_eq(&current, &upstream) {
+                ctx.tried = moved_tried(&upstream, &current, &ctx.tried);
+                // Indices of the old snapshot's backends mean nothing now.
+                ctx.hint.pinned = None;
+                ctx.upstream = Some(Arc::clone(&current));
+                upstream = current;
+            }
+        }
+        let Some((index, lease)) = upstream.select(&ctx.tried, ctx.hint) else {
+            let why = format!("upstream {} has no usable backend", upstream.name());
+            return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+        };
+        if !ctx.tried.is_empty() {
+            self.metrics.observe_retry(upstream.name());
+            ctx.attempt_started = Instant::now();
+        }
+        let peer = peer_for(&upstream, &lease);
+        ctx.tried.push(index);
+        ctx.attempt = Some((index, lease));
+        Ok(peer)
+    }
+
+    /// `fail_to_connect`: counts the refusal and decides on a retry.
+    pub(super) fn connect_failed(&self, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        // Releasing the lease here keeps a refused backend from looking busy
+        // to least-connections while the retry runs.
+        if let (Some(upstream), Some((_, lease))) = (&ctx.upstream, ctx.attempt.take()) {
+            self.record_failure(upstream, &lease, Outcome::Connect);
+            ctx.failures += 1;
+            let may_retry = ctx.failures <= upstream.retries() && upstream.has_untried(&ctx.tried);
+            e.set_retry(may_retry && self.take_retry(upstream));
+        }
+        e
+    }
+
+    /// `error_while_proxy`: whether a broken attempt is sent again.
+    pub(super) fn attempt_failed(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = retry::replayable(session);
+        let kind = errors::failure_kind(&e);
+        ctx.reconnect = false;
+        e.set_retry(false);
+        // Only a broken connection is retried. Not a timeout: the backend
+        // may still be working on it, and a second try doubles the wait.
+        // Not invalid HTTP: the backend would answer the same. Not the
+        // client's own failure.
+        let broken = *e.esource() == ErrorSource::Upstream && kind == Outcome::Reset;
+        if !replayable || !broken {
+            return e;
+        }
+        if client_reused {
+            // A reused keep-alive connection broke: most likely the backend
+            // closed it as we sent. That is not the backend failing, so it
+            // is not counted and does not use up `retries`: the same
+            // backend gets a new connection.
+            e.set_retry(true);
+            ctx.reconnect = true;
+        } else if let Some(upstream) = ctx.upstream.clone().filter(|_| ctx.attempt.is_some()) {
+            // A new connection failed before any answer: the backend did.
+            let may_retry = ctx.failures < upstream.retries()
+                && upstream.has_untried(&ctx.tried)
+                && self.take_retry(&upstream);
+            e.set_retry(may_retry);
+            if may_retry {
+                // Counted here, as `logging` sees only the last attempt.
+                if let Some((_, lease)) = ctx.attempt.take() {
+                    self.record_failure(&upstream, &lease, kind);
+                }
+                ctx.failures += 1;
+            }
+        }
+        e
+    }
+
+    /// Counts the failed attempt of `lease` in the metrics and towards
+    /// its backend's ejection.
+    pub(super) fn record_failure(&self, upstream: &Upstream, lease: &Lease, kind: Outcome) {
+        let backend = lease.backend();
+        backend.record_failure();
+        self.metrics
+            .observe_failure(upstream.name(), backend.address(), kind);
+        self.passive(upstream, lease, Some(kind));
+    }
+
+    /// Feeds the outcome of `lease`'s attempt to passive health checking:
+    /// `None` is a response that does not count as a failure.
+    pub(super) fn passive(&self, upstream: &Upstream, lease: &Lease, outcome: Option<Outcome>) {
+        let backend = lease.backend();
+        let verdict = upstream.record_outcome(backend, lease.started(), outcome);
+        crate::health::report_verdict(&self.metrics, upstream.name(), backend, verdict);
+    }
+
+    /// Takes one retry from `upstream`'s budget; counts it when spent.
+    fn take_retry(&self, upstream: &Upstream) -> bool {
+        if upstream.retry_budget().try_retry(health::now()) {
+            return true;
+        }
+        log::debug!("retry budget of upstream {} spent", upstream.name());
+        self.metrics.observe_retry_budget_exhausted(upstream.name());
+        false
+    }
+}
+
+/// `tried`, indices into `old`'s backends, as indices into `new`'s (the
+/// same addresses; those `new` no longer has drop out).
+fn moved_tried(old: &Upstream, new: &Upstream, tried: &[usize]) -> Vec<usize> {
+    tried
+        .iter()
+        .filter_map(|&i| {
+            let address = old.backends().get(i)?.state.address();
+            new.backends()
+                .iter()
+                .position(|b| b.state.address() == address)
+        })
+        .collect()
+}
+
+/// The peer for the backend `lease` is on, with the upstream's timeouts.
+fn peer_for(upstream: &Upstream, lease: &Lease) -> Box<HttpPeer> {
+    let t = upstream.timeouts();
+    let mut peer = HttpPeer::new(lease.backend().socket_addr(), false, String::new());
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.read_timeout = Some(t.read);
+    peer.options.write_timeout = Some(t.write);
+    peer.options.idle_timeout = Some(t.idle);
+    Box::new(peer)
+}

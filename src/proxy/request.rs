@@ -1,0 +1,135 @@
+//! Admitting a request: the checks of its framing and limits, routing it
+//! through the route table, and its affinity hint; or the local answer
+//! that refuses it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::{affinity, errors, framing, headers, Proxy, RequestCtx};
+use crate::downstream;
+
+impl Proxy {
+    /// `request_filter`: `Ok(true)` when the request was answered here.
+    pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        downstream::request_started();
+        let snapshot = self.pool.snapshot();
+        let server = &snapshot.config.server;
+        session.set_read_timeout(Some(server.client_timeouts.body));
+        if self.draining.load(Ordering::Relaxed) || server.client_timeouts.keepalive.is_none() {
+            // `Connection: close`. When draining, the client's next request
+            // opens a new connection, which reaches the new process (or, on
+            // shutdown, is refused cleanly instead of racing the close of
+            // an idle keep-alive connection).
+            session.set_keepalive(None);
+        }
+        ctx.request_id = headers::request_id(session.req_header());
+        let limits = &server.limits;
+        let checked = framing::check(session.req_header())
+            .and_then(|()| framing::check_limits(session.req_header(), limits));
+        if let Err(rejection) = checked {
+            log::debug!("refused request: {}", rejection.why);
+            // Whatever follows on this connection cannot be trusted to
+            // start where this request ends (and its body is not read).
+            session.set_keepalive(None);
+            self.respond_locally(session, ctx, rejection.status).await;
+            return Ok(true);
+        }
+        ctx.body_limit = limits.body_bytes;
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let decided = {
+            let req = session.req_header();
+            let (host, target) = routing_facts(req);
+            snapshot
+                .routes()
+                .decide(&host, &target, &req.headers)
+                .map(|d| {
+                    let upstream = &snapshot.upstreams()[d.upstream];
+                    let hint = affinity::hint(upstream, &req.headers, &target, client);
+                    (d.upstream, d.route.map(|r| r.position - 1), d.rewrite, hint)
+                })
+        };
+        match decided {
+            Ok((upstream, route, rewrite, hint)) => {
+                let upstream = Arc::clone(&snapshot.upstreams()[upstream]);
+                if upstream.hashed().is_some() && hint.key.is_none() {
+                    upstream
+                        .counters()
+                        .hash_misses
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.observe_hash_miss(upstream.name());
+                }
+                ctx.upstream = Some(upstream);
+                ctx.route = route;
+                ctx.rewrite = rewrite;
+                ctx.hint = hint;
+                ctx.snapshot = Some(snapshot);
+                Ok(false)
+            }
+            Err(refusal) => {
+                log::debug!("refused request: {}", refusal.why());
+                // The body, if any, is not read: the connection cannot
+                // carry another request.
+                if has_body(session.req_header()) {
+                    session.set_keepalive(None);
+                }
+                self.respond_locally(session, ctx, refusal.status()).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Answers the request with a short `code` response of the proxy's
+    /// own, counted.
+    pub(super) async fn respond_locally(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: u16,
+    ) {
+        ctx.local_status = Some(code);
+        self.metrics.observe_local_response(code);
+        if let Err(e) = errors::respond(session, code, &ctx.request_id).await {
+            log::debug!("could not send {code} to client: {e}");
+        }
+    }
+}
+
+/// What routing needs of a request head: the host it names (the
+/// absolute-form authority, else `Host`), and its target in origin form.
+/// A target that is not UTF-8 is given as is, lossily: its path cannot
+/// match a route's, and normalising refuses what it cannot read.
+fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>) {
+    let raw = req.raw_path();
+    let (authority, target) = match raw_target_authority(raw) {
+        RawTargetAuthority::Absolute {
+            authority,
+            path_and_query,
+            ..
+        } => (Some(authority), path_and_query),
+        _ => (None, raw),
+    };
+    let host = authority
+        .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
+        .unwrap_or_default();
+    (
+        String::from_utf8_lossy(host),
+        String::from_utf8_lossy(target),
+    )
+}
+
+/// Whether the request says it has a body (unread when answered locally).
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
