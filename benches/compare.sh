@@ -68,7 +68,7 @@ ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
 CLK_TCK=$(getconf CLK_TCK)
 TARGETS=(direct switchyard nginx haproxy)
 PROXIES=(switchyard nginx haproxy)
-SLOW_VARIANTS=(switchyard-rr switchyard-lc nginx-lc haproxy-lc)
+SLOW_VARIANTS=(switchyard-rr switchyard-lc switchyard-ll nginx-lc haproxy-lc)
 CRASH_VARIANTS=(switchyard-lc-checks switchyard-rr-checks switchyard-lc-passive nginx-lc-checks haproxy-lc-checks)
 
 for v in ROUNDS DURATION WARMUP CONNS MANY_CONNS IDLE_CONNS RATE RATE_CONNS \
@@ -119,9 +119,9 @@ PORT_FAST1=${PORTS[0]} PORT_FAST2=${PORTS[1]} PORT_SLOW=${PORTS[2]} PORT_STATUS=
 PORT_SWITCHYARD=${PORTS[4]} PORT_ADMIN=${PORTS[5]} PORT_NGINX=${PORTS[6]} PORT_HAPROXY=${PORTS[7]}
 PORTS_NODE=("${PORTS[8]}" "${PORTS[9]}" "${PORTS[10]}")
 
-# A generous bound on the whole run: 23 runs a round, each with its warm-up,
+# A generous bound on the whole run: 24 runs a round, each with its warm-up,
 # start, stop and the load tools' own slack, and 5 crash-loop runs.
-start_watchdog "${TIME_LIMIT:-$((ROUNDS * (23 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}"
+start_watchdog "${TIME_LIMIT:-$((ROUNDS * (24 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}"
 start_backends
 
 STARTED_AT=$SECONDS

@@ -168,7 +168,7 @@ measure_idle() {
 }
 
 # measure_slow VARIANT: one backend of three answers after SLOW_MS; latency
-# at SLOW_RATE. VARIANT is KIND-rr or KIND-lc.
+# at SLOW_RATE. VARIANT is KIND-rr, KIND-lc or switchyard-ll.
 measure_slow() {
 	local variant=$1
 	start_target "${variant%-*}" 1 "${variant##*-}" slow "$PROXY_CPU"

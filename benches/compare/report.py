@@ -15,9 +15,10 @@ import sys
 TARGETS = ["direct", "switchyard", "nginx", "haproxy"]
 HEADS = {"direct": "direct (no proxy)", "switchyard": "Switchyard",
          "nginx": "nginx", "haproxy": "HAProxy"}
-SLOW_TARGETS = ["switchyard-rr", "switchyard-lc", "nginx-lc", "haproxy-lc"]
+SLOW_TARGETS = ["switchyard-rr", "switchyard-lc", "switchyard-ll", "nginx-lc", "haproxy-lc"]
 SLOW_HEADS = {"switchyard-rr": "Switchyard round_robin",
               "switchyard-lc": "Switchyard least_connections",
+              "switchyard-ll": "Switchyard least_latency",
               "nginx-lc": "nginx least_conn", "haproxy-lc": "HAProxy leastconn"}
 CRASH_TARGETS = ["switchyard-lc-checks", "switchyard-rr-checks", "switchyard-lc-passive",
                  "nginx-lc-checks", "haproxy-lc-checks"]
@@ -166,7 +167,8 @@ def render(args):
     slow_ratios = [("Sw. round_robin / nginx", "switchyard-rr", "nginx-lc"),
                    ("Sw. round_robin / HAProxy", "switchyard-rr", "haproxy-lc"),
                    ("Sw. least_conn. / nginx", "switchyard-lc", "nginx-lc"),
-                   ("Sw. least_conn. / HAProxy", "switchyard-lc", "haproxy-lc")]
+                   ("Sw. least_conn. / HAProxy", "switchyard-lc", "haproxy-lc"),
+                   ("Sw. least_latency / Sw. least_conn.", "switchyard-ll", "switchyard-lc")]
     table(slow_rows, SLOW_TARGETS, SLOW_HEADS, slow_ratios, values, flagged,
           f"One backend of three adds {args.slow_ms} ms; fixed {args.slow_rate:,} req/s "
           f"over {args.slow_conns} connections, 1 thread pinned:")

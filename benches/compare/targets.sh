@@ -96,6 +96,15 @@ backend_list() {
 	printf '%s' "${out%$'\n'}"
 }
 
+# switchyard_balance rr|lc|ll: Switchyard's name for it.
+switchyard_balance() {
+	case $1 in
+	lc) echo least_connections ;;
+	ll) echo least_latency ;;
+	*) echo round_robin ;;
+	esac
+}
+
 # switchyard_tables SET: the tables after Switchyard's backends: for
 # `crash`, TCP checks every second, one failure out and one pass in.
 switchyard_tables() {
@@ -122,7 +131,7 @@ start_target() {
 	switchyard)
 		render "$HERE/switchyard.toml" "$conf" "PORT=$PORT_SWITCHYARD" \
 			"ADMIN=$PORT_ADMIN" "THREADS=$threads" "MAX_CONNS=$MAX_CONNS" \
-			"BALANCE=$([[ $balance == lc ]] && echo least_connections || echo round_robin)" \
+			"BALANCE=$(switchyard_balance "$balance")" \
 			"SERVERS=$(backend_list switchyard "$set")" "TABLES=$(switchyard_tables "$set")"
 		start_bg "$WORK_DIR/switchyard.log" "${pin[@]}" "$SWITCHYARD_BIN" --config "$conf"
 		TARGET_PORT=$PORT_SWITCHYARD
