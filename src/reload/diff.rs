@@ -1,0 +1,187 @@
+//! What a reload changes, and what it cannot change without a restart.
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub upstreams_added: Vec<String>,
+    pub upstreams_removed: Vec<String>,
+    /// `upstream/address`.
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<String>,
+    /// `upstream/address: old -> new`.
+    pub reweighted: Vec<String>,
+    /// `upstream: key, key` or `default_upstream`.
+    pub settings: Vec<String>,
+    /// Route names.
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    /// `name: what`, for a route of the same name whose conditions,
+    /// upstream or rewriting changed (file position alone does not count).
+    pub routes_changed: Vec<String>,
+}
+
+impl Diff {
+    /// Compares two valid configs. Settings that cannot change without a
+    /// restart are checked by [`restart_needed`], not here.
+    pub fn between(old: &Config, new: &Config) -> Diff {
+        let mut d = Diff::default();
+        for u in &new.upstreams {
+            let Some(o) = old.upstreams.iter().find(|o| o.name == u.name) else {
+                d.upstreams_added.push(u.name.clone());
+                d.backends_added.extend(
+                    u.backends
+                        .iter()
+                        .map(|b| format!("{}/{}", u.name, b.address)),
+                );
+                continue;
+            };
+            for b in &u.backends {
+                match o.backends.iter().find(|ob| ob.address == b.address) {
+                    None => d.backends_added.push(format!("{}/{}", u.name, b.address)),
+                    Some(ob) if ob.weight != b.weight => d.reweighted.push(format!(
+                        "{}/{}: {} -> {}",
+                        u.name, b.address, ob.weight, b.weight
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for ob in &o.backends {
+                if !u.backends.iter().any(|b| b.address == ob.address) {
+                    d.backends_removed
+                        .push(format!("{}/{}", u.name, ob.address));
+                }
+            }
+            let changed: Vec<&str> = [
+                ("balance", o.balance != u.balance),
+                ("timeouts", o.timeouts != u.timeouts),
+                ("retries", o.retries != u.retries),
+                ("health_check", o.health_check != u.health_check),
+                ("passive_health_check", o.passive != u.passive),
+                ("slow_start", o.slow_start != u.slow_start),
+                ("retry_budget", o.retry_budget != u.retry_budget),
+            ]
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+            if !changed.is_empty() {
+                d.settings
+                    .push(format!("{}: {}", u.name, changed.join(", ")));
+            }
+        }
+        for o in &old.upstreams {
+            if !new.upstreams.iter().any(|u| u.name == o.name) {
+                d.upstreams_removed.push(o.name.clone());
+                d.backends_removed.extend(
+                    o.backends
+                        .iter()
+                        .map(|b| format!("{}/{}", o.name, b.address)),
+                );
+            }
+        }
+        let default_name = |c: &Config| c.default_upstream().map(|u| u.name.clone());
+        if default_name(old) != default_name(new) {
+            d.settings.push("default_upstream".to_string());
+        }
+        d.diff_routes(old, new);
+        if old.server.limits != new.server.limits {
+            d.settings.push("[server] request limits".to_string());
+        }
+        d
+    }
+
+    /// Routes are matched by name (an unnamed route's name is its position
+    /// and upstream, so moving it reads as a removal and an addition).
+    fn diff_routes(&mut self, old: &Config, new: &Config) {
+        for r in &new.routes {
+            let Some(o) = old.routes.iter().find(|o| o.name == r.name) else {
+                self.routes_added.push(r.name.clone());
+                continue;
+            };
+            let upstream = |c: &Config, i: usize| c.upstreams[i].name.clone();
+            let changed: Vec<&str> = [
+                ("hosts", o.hosts != r.hosts),
+                ("path_prefix", o.path_prefix != r.path_prefix),
+                ("strip_prefix", o.strip_prefix != r.strip_prefix),
+                ("headers", o.headers != r.headers),
+                (
+                    "upstream",
+                    upstream(old, o.upstream) != upstream(new, r.upstream),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+            if !changed.is_empty() {
+                self.routes_changed
+                    .push(format!("{}: {}", r.name, changed.join(", ")));
+            }
+        }
+        for o in &old.routes {
+            if !new.routes.iter().any(|r| r.name == o.name) {
+                self.routes_removed.push(o.name.clone());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Diff::default()
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "upstreams_added": self.upstreams_added,
+            "upstreams_removed": self.upstreams_removed,
+            "backends_added": self.backends_added,
+            "backends_removed": self.backends_removed,
+            "reweighted": self.reweighted,
+            "settings_changed": self.settings,
+            "routes_added": self.routes_added,
+            "routes_removed": self.routes_removed,
+            "routes_changed": self.routes_changed,
+        })
+    }
+
+    /// One line for the log.
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no changes".to_string();
+        }
+        let parts = [
+            ("upstreams added", &self.upstreams_added),
+            ("upstreams removed", &self.upstreams_removed),
+            ("backends added", &self.backends_added),
+            ("backends removed", &self.backends_removed),
+            ("reweighted", &self.reweighted),
+            ("settings changed", &self.settings),
+            ("routes added", &self.routes_added),
+            ("routes removed", &self.routes_removed),
+            ("routes changed", &self.routes_changed),
+        ];
+        let shown: Vec<String> = parts
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(what, v)| format!("{what}: {}", v.join(", ")))
+            .collect();
+        shown.join("; ")
+    }
+}
+
+/// The settings of `new` that differ from `old` and need a restart (or
+/// `--upgrade`): the process and its listeners are built from them.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("[server] listen", o.listen != n.listen),
+        ("[server] threads", o.threads != n.threads),
+        ("[server] grace_period", o.grace_period != n.grace_period),
+        ("[server] watch_config", o.watch_config != n.watch_config),
+        ("[admin] listen", old.admin.listen != new.admin.listen),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}

@@ -1,0 +1,218 @@
+//! Hot reload: read, parse, validate, diff, swap, in that order. A file
+//! that fails any step changes nothing; the previous config keeps serving
+//! and the failure is logged, counted and shown in `/status`.
+//!
+//! Triggers: a watcher on the config file's directory, SIGHUP, and
+//! `POST /reload` on the admin port. All go through [`Reloader::reload`],
+//! one at a time.
+
+mod diff;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+pub use diff::{restart_needed, Diff};
+pub use watch::Triggers;
+
+use crate::config;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+
+/// How long the directory must be quiet after the last event before the
+/// file is read: editors and config tools write in several steps.
+pub const QUIET_PERIOD: Duration = Duration::from_millis(150);
+
+/// The longest a stream of events can hold a reload off.
+pub const MAX_QUIET_WAIT: Duration = Duration::from_secs(2);
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The watcher saw the file change.
+    File,
+    Sighup,
+    /// `POST /reload`.
+    Admin,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::File => "file change",
+            Trigger::Sighup => "SIGHUP",
+            Trigger::Admin => "POST /reload",
+        }
+    }
+}
+
+/// One reload attempt and how it ended.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub at: SystemTime,
+    pub trigger: Trigger,
+    pub result: AttemptResult,
+}
+
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    /// The new config is serving.
+    Applied { version: u64, diff: Diff },
+    /// The file is the one already loaded.
+    Unchanged,
+    /// Nothing changed; the previous config keeps serving.
+    Failed { error: String },
+}
+
+impl Attempt {
+    pub fn succeeded(&self) -> bool {
+        !matches!(self.result, AttemptResult::Failed { .. })
+    }
+
+    /// The JSON `/status` and `POST /reload` show.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "at": humantime::format_rfc3339_millis(self.at).to_string(),
+            "trigger": self.trigger.as_str(),
+        });
+        match &self.result {
+            AttemptResult::Applied { version, diff } => {
+                v["result"] = "success".into();
+                v["snapshot_version"] = (*version).into();
+                v["changes"] = diff.to_json();
+            }
+            AttemptResult::Unchanged => {
+                v["result"] = "success".into();
+                v["changes"] = "none: the file is the one already loaded".into();
+            }
+            AttemptResult::Failed { error } => {
+                v["result"] = "failure".into();
+                v["error"] = error.as_str().into();
+                v["kept"] = "the previous config keeps serving".into();
+            }
+        }
+        v
+    }
+}
+
+/// Applies the config file to the live pool on request.
+pub struct Reloader {
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    path: PathBuf,
+    /// Held for a whole reload (on a blocking thread), so reloads happen
+    /// one at a time.
+    running: Mutex<()>,
+    /// Held only briefly, so `/status` never waits for a reload.
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    loaded_at: SystemTime,
+    last: Option<Attempt>,
+}
+
+impl Reloader {
+    /// For the pool serving the config loaded from `path` just now.
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, path: PathBuf) -> Self {
+        metrics.observe_config_loaded(SystemTime::now());
+        Reloader {
+            pool,
+            metrics,
+            path,
+            running: Mutex::new(()),
+            state: Mutex::new(State {
+                loaded_at: SystemTime::now(),
+                last: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the file and, if it is valid and reloadable, swaps it in. A
+    /// [`Trigger::File`] reload of an unchanged file does nothing and
+    /// returns `None` (editors touch files they did not change), unless the
+    /// last attempt failed: then the file is back to the serving config,
+    /// and that is worth recording.
+    pub fn reload(&self, trigger: Trigger) -> Option<Attempt> {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.pool.snapshot();
+        let result = match config::load(&self.path) {
+            Err(e) => AttemptResult::Failed {
+                error: e.to_string(),
+            },
+            Ok(new) if new.hash == current.config.hash => {
+                let last_failed = self.state().last.as_ref().is_some_and(|a| !a.succeeded());
+                if trigger == Trigger::File && !last_failed {
+                    return None;
+                }
+                AttemptResult::Unchanged
+            }
+            Ok(new) => match restart_needed(&current.config, &new).as_slice() {
+                [] => {
+                    let diff = Diff::between(&current.config, &new);
+                    for w in &new.warnings {
+                        log::warn!("{w}");
+                    }
+                    let version = self.pool.install(new);
+                    self.metrics.init_series(&self.pool.snapshot());
+                    self.state().loaded_at = SystemTime::now();
+                    self.metrics.observe_config_loaded(SystemTime::now());
+                    AttemptResult::Applied { version, diff }
+                }
+                keys => AttemptResult::Failed {
+                    error: format!(
+                        "{}: {} changed, which needs a restart or `switchyard --upgrade`; \
+                         nothing in the file was applied",
+                        self.path.display(),
+                        keys.join(", ")
+                    ),
+                },
+            },
+        };
+        let attempt = Attempt {
+            at: SystemTime::now(),
+            trigger,
+            result,
+        };
+        self.metrics.observe_reload(attempt.succeeded());
+        let why = trigger.as_str();
+        match &attempt.result {
+            AttemptResult::Applied { version, diff } => {
+                log::info!(
+                    "config reloaded ({why}), snapshot {version}: {}",
+                    diff.summary()
+                )
+            }
+            AttemptResult::Unchanged => log::info!("config reload ({why}): file unchanged"),
+            AttemptResult::Failed { error } => {
+                log::error!("config reload ({why}) failed, previous config kept: {error}")
+            }
+        }
+        self.state().last = Some(attempt.clone());
+        Some(attempt)
+    }
+
+    /// When the serving config was loaded, and the last reload attempt.
+    pub fn status(&self) -> (SystemTime, Option<Attempt>) {
+        let state = self.state();
+        (state.loaded_at, state.last.clone())
+    }
+
+    /// Runs [`reload`](Self::reload) off the async runtime: reading the file
+    /// and resolving host names block.
+    pub async fn reload_async(self: &Arc<Self>, trigger: Trigger) -> Option<Attempt> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.reload(trigger))
+            .await
+            .ok()
+            .flatten()
+    }
+}
