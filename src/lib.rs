@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 mod server;
+pub mod tls;
 
 pub use server::{build_server, Switchyard};

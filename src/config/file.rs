@@ -54,6 +54,30 @@ pub struct ServerSection {
     pub keepalive_timeout: Option<Spanned<String>>,
     pub send_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub h2c: Option<Spanned<bool>>,
+    pub h2_max_streams: Option<Spanned<i64>>,
+    pub redirect_https: Option<Spanned<bool>>,
+    pub tls: Option<Spanned<TlsSection>>,
+}
+
+/// `[server.tls]`: TLS listeners and their certificates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub certificates: Option<Spanned<Vec<Spanned<CertSection>>>>,
+    pub default_certificate: Option<Spanned<String>>,
+    pub min_version: Option<Spanned<String>>,
+    pub h2: Option<Spanned<bool>>,
+    pub hsts: Option<Spanned<String>>,
+}
+
+/// One entry of `certificates`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSection {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[admin]`: the admin listener.

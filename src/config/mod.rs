@@ -5,6 +5,7 @@
 mod affinity;
 mod error;
 mod file;
+mod tls;
 mod upstream;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use affinity::*;
 pub use error::{ConfigError, ErrorKind, LoadError, Position, Warning};
+pub use tls::*;
 pub use upstream::*;
 
 /// Data-plane address used when `[server] listen` is absent (all interfaces, like nginx's `listen 80`).
@@ -64,7 +66,8 @@ pub struct Config {
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    /// Data-plane listeners; never empty. Default [`DEFAULT_LISTEN`].
+    /// Plain data-plane listeners. Default [`DEFAULT_LISTEN`]; empty only
+    /// with TLS listeners.
     pub listen: Vec<SocketAddr>,
     /// Worker threads. Default: the number of CPUs.
     pub threads: usize,
@@ -79,6 +82,12 @@ pub struct ServerConfig {
     /// Open client connections; one more is answered 503 and closed.
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// `[server.tls]`, if configured.
+    pub tls: Option<TlsConfig>,
+    pub h2: H2Config,
+    /// Answer plain requests with `308` to the same URL on HTTPS (the
+    /// first TLS listener's port). Default false; needs `[server.tls]`.
+    pub redirect_https: bool,
 }
 
 /// How long a client may take over each part of an exchange before its

@@ -65,6 +65,14 @@ pub struct Metrics {
     client_timeouts: IntCounterVec,
     /// route, code: requests each route took, by the status they got.
     route_requests: IntCounterVec,
+    /// result: client TLS handshakes that succeeded or failed.
+    tls_handshakes: IntCounterVec,
+    /// certificate: when each serving certificate expires (Unix time).
+    cert_expiry: prometheus::GaugeVec,
+    /// protocol: requests by the protocol the client spoke.
+    by_protocol: IntCounterVec,
+    /// Its series, resolved once: counted on every request.
+    by_protocol_series: [IntCounter; 2],
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -77,6 +85,12 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let backend = &["upstream", "backend"];
+        let by_protocol = counter(
+            REQUESTS_BY_PROTOCOL_TOTAL,
+            "Client requests by the protocol they came in (http1, h2).",
+            &["protocol"],
+        );
+        let by_protocol_series = PROTOCOLS.map(|p| by_protocol.with_label_values(&[p]));
         let metrics = Metrics {
             requests: counter(REQUESTS_TOTAL, "Responses from backends, by status code.", &["upstream", "backend", "code"]),
             duration: HistogramVec::new(
@@ -102,6 +116,10 @@ impl Metrics {
             client_connections: IntGauge::new(CLIENT_CONNECTIONS, "Client connections open now.").expect("valid gauge"),
             client_connections_refused: IntCounter::new(CLIENT_CONNECTIONS_REFUSED_TOTAL, "Client connections answered 503 and closed because max_connections were open.").expect("valid counter"),
             client_timeouts: counter(CLIENT_TIMEOUTS_TOTAL, "Client connections closed because the client was too slow, by timeout (header, body, keepalive, send).", &["timeout"]),
+            tls_handshakes: counter(TLS_HANDSHAKES_TOTAL, "Client TLS handshakes, by result (success, failure).", &["result"]),
+            cert_expiry: prometheus::GaugeVec::new(Opts::new(TLS_CERTIFICATE_EXPIRY, "When each serving certificate expires, as Unix time (alert well before it)."), &["certificate"]).expect("valid gauge"),
+            by_protocol,
+            by_protocol_series,
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
@@ -122,7 +140,10 @@ impl Metrics {
                 .client_timeouts
                 .with_label_values(&[timeout.as_str()]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 22] = [
+        for result in ["success", "failure"] {
+            metrics.tls_handshakes.with_label_values(&[result]);
+        }
+        let all: [Box<dyn prometheus::core::Collector>; 25] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -144,6 +165,9 @@ impl Metrics {
             Box::new(metrics.client_connections_refused.clone()),
             Box::new(metrics.client_timeouts.clone()),
             Box::new(metrics.route_requests.clone()),
+            Box::new(metrics.tls_handshakes.clone()),
+            Box::new(metrics.cert_expiry.clone()),
+            Box::new(metrics.by_protocol.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -239,6 +263,25 @@ impl Metrics {
 
     pub fn observe_ejection_capped(&self, upstream: &str) {
         self.ejections_capped.with_label_values(&[upstream]).inc();
+    }
+
+    pub fn observe_tls_handshake(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.tls_handshakes.with_label_values(&[result]).inc();
+    }
+
+    /// The serving certificates' expiry times, replacing any before (a
+    /// certificate removed by a reload loses its series).
+    pub fn observe_certificates(&self, expiries: &[(String, f64)]) {
+        self.cert_expiry.reset();
+        for (label, secs) in expiries {
+            self.cert_expiry.with_label_values(&[label]).set(*secs);
+        }
+    }
+
+    /// A client request, over HTTP/2 or HTTP/1.x.
+    pub fn observe_protocol(&self, http2: bool) {
+        self.by_protocol_series[usize::from(http2)].inc();
     }
 
     pub fn observe_hash_miss(&self, upstream: &str) {

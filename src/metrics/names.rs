@@ -26,6 +26,12 @@ pub const CLIENT_CONNECTIONS_REFUSED_TOTAL: &str = "switchyard_client_connection
 pub const CLIENT_TIMEOUTS_TOTAL: &str = "switchyard_client_timeouts_total";
 pub const ROUTE_REQUESTS_TOTAL: &str = "switchyard_route_requests_total";
 pub const HASH_KEY_MISSING_TOTAL: &str = "switchyard_hash_key_missing_total";
+pub const TLS_HANDSHAKES_TOTAL: &str = "switchyard_tls_handshakes_total";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
+pub const REQUESTS_BY_PROTOCOL_TOTAL: &str = "switchyard_requests_by_protocol_total";
+
+/// The `protocol` labels of `switchyard_requests_by_protocol_total`.
+pub const PROTOCOLS: [&str; 2] = ["http1", "h2"];
 
 /// Request duration buckets in seconds: from a fast local backend (1ms) to
 /// the default read timeout (30s).

@@ -16,6 +16,7 @@ use super::*;
 
 mod affinity;
 mod routes;
+mod tls;
 mod upstream;
 
 /// The file being validated: what errors need to place themselves.
@@ -47,7 +48,9 @@ pub(super) fn validate(
     };
     let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let (server, default_name) = src.server(file.server.unwrap_or_default())?;
-    let admin = src.admin(file.admin.unwrap_or_default().listen, &server.listen)?;
+    let mut data = server.listen.clone();
+    data.extend(server.tls.iter().flat_map(|t| t.listen.iter().copied()));
+    let admin = src.admin(file.admin.unwrap_or_default().listen, &data)?;
     if file.upstreams.is_empty() {
         return Err(src.error(0..0, ErrorKind::NoUpstreams));
     }
@@ -106,14 +109,17 @@ impl Source<'_> {
     /// Returns the server settings and the `default_upstream` name, if given.
     fn server(
         &self,
-        section: ServerSection,
+        mut section: ServerSection,
     ) -> Result<(ServerConfig, Option<Spanned<String>>), Box<ConfigError>> {
-        let listen = match section.listen {
+        let listen = match section.listen.take() {
             None => vec![DEFAULT_LISTEN
                 .parse()
                 .expect("the default listen address parses")],
+            // An HTTPS-only server: no plain listener.
+            Some(list) if list.get_ref().is_empty() && section.tls.is_some() => Vec::new(),
             Some(list) => self.listeners(list)?,
         };
+        let (tls, h2, redirect_https) = self.client_protocols(&mut section, &listen)?;
         let threads = match section.threads {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(t) => self.in_range(&t, "threads", 1, MAX_THREADS as i64)? as usize,
@@ -172,6 +178,9 @@ impl Source<'_> {
             DEFAULT_MAX_CONNECTIONS,
         )?;
         let server = ServerConfig {
+            tls,
+            h2,
+            redirect_https,
             listen,
             threads,
             grace_period,
