@@ -72,7 +72,11 @@ fn main() -> ExitCode {
     let admin = config.admin.listen;
     println!("demo backends up; Switchyard on http://{listen}, admin on http://{admin}");
     println!("try:  curl {listen}   and   curl {admin}/metrics");
-    switchyard::build_server(config, cli.pingora_opt())
-        .server
-        .run_forever()
+    match switchyard::build_server(config, cli.pingora_opt()) {
+        Ok(built) => built.server.run_forever(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

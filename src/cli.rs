@@ -4,11 +4,13 @@
 
 use std::fmt::Write;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 use pingora::server::configuration::Opt;
 
 use crate::config::{Config, Probe, UpstreamConfig};
+use crate::tls::{CertError, EXPIRY_WARNING};
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "proxy.toml";
@@ -35,7 +37,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the config, print a summary, and exit 0 (valid) or 1 (not).
+    /// Validate the config and load its certificates, print a summary, and
+    /// exit 0 (valid) or 1 (not).
     Check,
 }
 
@@ -91,10 +94,66 @@ pub fn summary(config: &Config) -> String {
     if !config.routes.is_empty() {
         out.push_str(&routes_summary(config));
     }
+    if let Some(tls) = &config.server.tls {
+        let listen: Vec<String> = tls.listen.iter().map(|a| a.to_string()).collect();
+        let h2 = if tls.h2 {
+            "h2 and http/1.1"
+        } else {
+            "http/1.1"
+        };
+        let _ = writeln!(
+            out,
+            "  tls listen {}; TLS {}+; ALPN {h2}",
+            listen.join(", "),
+            tls.min_version.name()
+        );
+    }
     for w in &config.warnings {
         let _ = writeln!(out, "{w}");
     }
     out
+}
+
+/// Each certificate of `config` with its names and expiry, and a warning
+/// for one that expires within [`EXPIRY_WARNING`] or has expired; or the
+/// first one that cannot be loaded.
+pub fn certificates_summary(config: &Config, now: SystemTime) -> Result<String, CertError> {
+    let mut out = String::new();
+    let Some(tls) = &config.server.tls else {
+        return Ok(out);
+    };
+    let certs = crate::tls::load_all(&tls.certificates)?;
+    for (i, c) in certs.iter().enumerate() {
+        let expiry = humantime::format_rfc3339_seconds(c.not_after);
+        let default = if i == tls.default_certificate {
+            ", the default"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  certificate {} ({}{default}): expires {expiry}",
+            c.names.join(", "),
+            c.files.cert.display()
+        );
+    }
+    for c in &certs {
+        let expiry = humantime::format_rfc3339_seconds(c.not_after);
+        if c.not_after <= now {
+            let _ = writeln!(
+                out,
+                "warning: {}: the certificate expired at {expiry}; clients will refuse it",
+                c.files.cert.display()
+            );
+        } else if c.expires_within(EXPIRY_WARNING, now) {
+            let _ = writeln!(
+                out,
+                "warning: {}: the certificate expires within 14 days, at {expiry}",
+                c.files.cert.display()
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The route table in precedence order, one line each, and where the

@@ -27,10 +27,23 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => {
             print!("{}", cli::summary(&config));
-            ExitCode::SUCCESS
+            match cli::certificates_summary(&config, std::time::SystemTime::now()) {
+                Ok(certs) => {
+                    print!("{certs}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        None => switchyard::build_server(config, cli.pingora_opt())
-            .server
-            .run_forever(),
+        None => match switchyard::build_server(config, cli.pingora_opt()) {
+            Ok(built) => built.server.run_forever(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
 use crate::reload::{Reloader, Triggers};
+use crate::tls::{CertError, Tls};
 
 /// Seconds the runtime gets to stop after the grace period.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
@@ -38,11 +39,16 @@ pub struct Switchyard {
 }
 
 /// Builds the server for `config`. `opt` carries the process-level flags
-/// (`--upgrade`, `--daemon`); tests pass `Opt::default()`.
-pub fn build_server(config: Config, opt: Opt) -> Switchyard {
+/// (`--upgrade`, `--daemon`); tests pass `Opt::default()`. Fails, naming
+/// the file, if a certificate cannot be loaded.
+pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
+    let metrics = Arc::new(Metrics::new());
+    let tls = match &config.server.tls {
+        Some(t) => Some(Arc::new(Tls::new(t, Arc::clone(&metrics))?)),
+        None => None,
+    };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
-    let metrics = Arc::new(Metrics::new());
     let pool = Arc::new(Pool::new(config.clone()));
     metrics.init_series(&pool.snapshot());
 
@@ -59,10 +65,14 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
         pingora::proxy::http_proxy(&server.configuration, proxy),
         Arc::clone(&pool),
         Arc::clone(&metrics),
-        config.server.grace_period,
+        tls.clone(),
+        config.server.h2.h2c,
     );
     let mut proxy = Service::new("switchyard proxy".to_string(), proxy);
-    for addr in &config.server.listen {
+    // TLS listeners are plain TCP ones to Pingora: the handshake happens
+    // in `downstream`, where the connection is counted and timed.
+    let tls_listen = config.server.tls.iter().flat_map(|t| &t.listen);
+    for addr in config.server.listen.iter().chain(tls_listen) {
         let listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers());
         proxy.endpoints().add_listener(listener);
     }
@@ -70,6 +80,7 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&pool),
         Arc::clone(&metrics),
+        tls,
         config.path.clone(),
     ));
     let mut admin = Service::new(
@@ -98,11 +109,11 @@ pub fn build_server(config: Config, opt: Opt) -> Switchyard {
     server.add_service(checker);
     server.add_service(triggers);
     server.add_service(drain);
-    Switchyard {
+    Ok(Switchyard {
         server,
         pool,
         metrics,
-    }
+    })
 }
 
 /// Client connections read straight from the socket, with no read buffer

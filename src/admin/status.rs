@@ -26,6 +26,12 @@ pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
             "watch": config.server.watch_config,
             "last_reload": last_reload.map(|a| a.to_json()),
         },
+        "tls": reloader.tls().map(|t| t.status()),
+        "http2": {
+            "tls_alpn": config.server.tls.as_ref().is_some_and(|t| t.h2),
+            "h2c": config.server.h2.h2c,
+            "max_streams": config.server.h2.max_streams,
+        },
         "routes": routes(snapshot),
         "unmatched_requests": match snapshot.default_upstream() {
             Some(u) => format!("to upstream {} (default_upstream)", u.name()),

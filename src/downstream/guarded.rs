@@ -10,10 +10,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -48,10 +50,18 @@ pub struct Guarded {
     head_begun: bool,
     /// The read deadline passed: every read from now on ends the stream.
     expired: bool,
+    /// Bytes already read from the client, to be read again first: the
+    /// HTTP/2 preface, read to tell the protocol.
+    unread: BytesMut,
 }
 
 impl Guarded {
-    pub(super) fn new(inner: Stream, phase: Arc<Phase>, pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(
+        inner: Stream,
+        phase: Arc<Phase>,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Guarded {
             inner,
             phase,
@@ -65,7 +75,14 @@ impl Guarded {
             write_timer: None,
             head_begun: false,
             expired: false,
+            unread: BytesMut::new(),
         }
+    }
+
+    /// Puts `bytes` back, to be read before anything else.
+    pub(super) fn unread(&mut self, bytes: BytesMut) {
+        debug_assert!(self.unread.is_empty());
+        self.unread = bytes;
     }
 
     fn timeouts(&self) -> ClientTimeouts {
@@ -192,6 +209,11 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         if this.expired {
             return Poll::Ready(Ok(()));
         }
@@ -261,7 +283,19 @@ impl UniqueID for Guarded {
     }
 }
 
-impl Ssl for Guarded {}
+impl Ssl for Guarded {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for Guarded {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
@@ -299,8 +333,14 @@ impl GetSocketDigest for Guarded {
 
 #[async_trait]
 impl Peek for Guarded {
+    /// Only what was put back can be peeked: the connection's protocol is
+    /// told before the stream is handed on.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if buf.len() > self.unread.len() {
+            return Ok(false);
+        }
+        buf.copy_from_slice(&self.unread[..buf.len()]);
+        Ok(true)
     }
 }
 

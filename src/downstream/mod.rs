@@ -18,8 +18,18 @@
 //! marks where a request's head has been read through [`request_started`],
 //! which finds the connection through a task-local: Pingora serves every
 //! request of an HTTP/1 connection on the connection's own task.
+//!
+//! On a TLS listener the handshake comes first, within `header_timeout`.
+//! Then the connection's first bytes tell its protocol (`sniff.rs`): HTTP/2
+//! when ALPN chose `h2`, or with `h2c` when they are the HTTP/2 preface;
+//! HTTP/1.1 otherwise. An HTTP/2 connection is handed to Pingora's HTTP/2
+//! server, which serves each stream on a task of its own, closes the
+//! connection after `keepalive_timeout` without streams, and sends GOAWAY
+//! on shutdown.
 
 mod guarded;
+mod h2;
+mod sniff;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,17 +37,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 pub use guarded::Guarded;
+pub use h2::{h2_options, App, MAX_PENDING_RESETS, MAX_PROTOCOL_RESETS};
+use sniff::{Decision, Protocol};
 
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::tls::Tls;
 
 /// Longest wait between no longer accepting and dropping idle connections.
 const MAX_LINGER: Duration = Duration::from_secs(2);
@@ -111,9 +124,12 @@ impl Phase {
 /// state (tens of KiB, boxed by Pingora for every request) is created when
 /// the next request's first bytes arrive, not while the client is idle.
 pub struct Connections<A> {
-    inner: Arc<A>,
+    inner: Arc<App<A>>,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
+    /// Whether plain connections may speak HTTP/2 with prior knowledge.
+    h2c: bool,
     open: AtomicUsize,
     linger: Duration,
     /// Set once the listeners have stopped and the linger is over: idle
@@ -123,11 +139,23 @@ pub struct Connections<A> {
 }
 
 impl<A> Connections<A> {
-    pub fn new(inner: A, pool: Arc<Pool>, metrics: Arc<Metrics>, grace_period: Duration) -> Self {
+    /// Serves `inner` (the proxy) behind the cap and the deadlines, with
+    /// TLS on `tls`' listeners, and HTTP/2 with prior knowledge on plain
+    /// listeners if `h2c`.
+    pub fn new(
+        inner: A,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<Tls>>,
+        h2c: bool,
+    ) -> Self {
+        let grace_period = pool.snapshot().config.server.grace_period;
         Connections {
-            inner: Arc::new(inner),
+            inner: Arc::new(App::new(inner, Arc::clone(&pool), h2c)),
             pool,
             metrics,
+            tls,
+            h2c,
             open: AtomicUsize::new(0),
             linger: (grace_period / 2).min(MAX_LINGER),
             stopped: AtomicBool::new(false),
@@ -148,7 +176,19 @@ impl<A> Connections<A> {
 
     /// Waits for the first bytes of the connection's next request; `None`
     /// if the client closes, times out, or the server stops first.
-    async fn first_bytes(&self, stream: &mut Stream) -> Option<BytesMut> {
+    async fn first_bytes<S: AsyncRead + Unpin>(&self, stream: &mut S) -> Option<BytesMut> {
+        let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
+        self.more_bytes(stream, &mut buf).await?;
+        Some(buf)
+    }
+
+    /// Reads more of a request into `buf`; `None` if the client closes,
+    /// times out, or the server stops first.
+    async fn more_bytes<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+    ) -> Option<()> {
         // A small buffer while waiting, the parser's only once bytes come:
         // an idle connection holds no read buffer at all.
         let mut first = [0u8; FIRST_READ];
@@ -157,9 +197,34 @@ impl<A> Connections<A> {
             read = stream.read(&mut first) => read.ok().filter(|&n| n > 0)?,
             () = self.stopping() => return None,
         };
-        let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
         buf.extend_from_slice(&first[..n]);
-        Some(buf)
+        Some(())
+    }
+
+    /// Reads until the connection's protocol is known.
+    async fn sniff(&self, stream: &mut Guarded) -> Option<Protocol> {
+        let alpn_h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let h2c = self.h2c && stream.get_ssl_digest().is_none();
+        let mut buf = self.first_bytes(stream).await?;
+        loop {
+            match sniff::tell(&buf, alpn_h2, h2c) {
+                Decision::Http1 => return Some(Protocol::Http1(buf)),
+                Decision::Http2 => return Some(Protocol::Http2(buf)),
+                Decision::More => self.more_bytes(stream, &mut buf).await?,
+            }
+        }
+    }
+
+    /// The TLS side for a connection accepted on `stream`'s listener, if it
+    /// is a TLS listener.
+    fn tls_for(&self, stream: &Stream) -> Option<&Arc<Tls>> {
+        let tls = self.tls.as_ref()?;
+        let local = stream
+            .get_socket_digest()?
+            .local_addr()?
+            .as_inet()
+            .copied()?;
+        tls.is_tls_listener(local).then_some(tls)
     }
 }
 
@@ -167,40 +232,32 @@ impl<A: HttpServerApp + Send + Sync + 'static> Connections<A> {
     /// Serves a client connection's requests one after another, as
     /// Pingora's own loop does, but waiting for each request's first bytes
     /// before handing the connection to the proxy.
-    async fn serve(
+    async fn serve_http1(
         &self,
         stream: Stream,
+        prefix: BytesMut,
         phase: &Phase,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
-        let mut first = true;
-        while let Some((mut stream, settings)) = next.take() {
-            if !first {
-                // The last request is over: idle until the next one begins.
-                phase.set(Phase::IDLE);
-            }
+        let mut session = ServerSession::new_http1(stream);
+        // Pingora's defaults for a new connection.
+        let keepalive = (!*shutdown.borrow()).then_some(60);
+        session.set_keepalive(keepalive);
+        let limit = self.inner.server_options();
+        session.set_keepalive_reuses_remaining(limit.and_then(|o| o.keepalive_request_limit));
+        session.set_pipelined_prefix(prefix);
+        loop {
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            let (mut stream, settings) = reused.consume();
+            // The last request is over: idle until the next one begins.
+            phase.set(Phase::IDLE);
             let prefix = self.first_bytes(&mut stream).await?;
-            let mut session = ServerSession::new_http1(stream);
-            if first {
-                // Pingora's defaults for a new connection.
-                let keepalive = (!*shutdown.borrow()).then_some(60);
-                session.set_keepalive(keepalive);
-                let limit = self.inner.server_options();
-                session
-                    .set_keepalive_reuses_remaining(limit.and_then(|o| o.keepalive_request_limit));
-                first = false;
-            } else if let Some(settings) = settings {
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
             }
             session.set_pipelined_prefix(prefix);
-            next = self
-                .inner
-                .process_new_http(session, shutdown)
-                .await
-                .map(|reused| reused.consume());
         }
-        None
     }
 }
 
@@ -211,22 +268,46 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let max = self.pool.snapshot().config.server.max_connections;
+        let tls = self.tls_for(&stream).cloned();
+        let server = &self.pool.snapshot().config.server;
+        let (max, header_timeout) = (server.max_connections, server.client_timeouts.header);
         let _open = match Open::take(self, max) {
             Some(open) => open,
+            // Before a handshake there is no way to answer: just close.
+            None if tls.is_some() => {
+                self.metrics.client_connections_refused.inc();
+                return None;
+            }
             None => {
                 refuse(stream, &self.metrics).await;
                 return None;
             }
         };
+        let stream = match &tls {
+            Some(tls) => tls.accept(stream, header_timeout).await?,
+            None => stream,
+        };
         let phase = Arc::new(Phase(AtomicU32::new(Phase::HEAD)));
-        let guarded = Guarded::new(
+        let mut guarded = Guarded::new(
             stream,
             Arc::clone(&phase),
             Arc::clone(&self.pool),
             Arc::clone(&self.metrics),
         );
-        let serve = self.serve(Box::new(guarded), &phase, shutdown);
+        let serve = async {
+            match self.sniff(&mut guarded).await? {
+                Protocol::Http1(prefix) => {
+                    self.serve_http1(Box::new(guarded), prefix, &phase, shutdown)
+                        .await
+                }
+                Protocol::Http2(preface) => {
+                    // Streams have deadlines of their own from here on.
+                    phase.set(Phase::BUSY);
+                    guarded.unread(preface);
+                    ServerApp::process_new(&self.inner, Box::new(guarded), shutdown).await
+                }
+            }
+        };
         CONNECTION.scope(Arc::clone(&phase), serve).await
     }
 

@@ -36,14 +36,19 @@ pub fn failure_kind(e: &Error) -> Outcome {
     }
 }
 
-/// Writes a small plain-text error response carrying the request id. Does
-/// nothing if a response has already started.
+/// Writes a small plain-text response carrying the request id, and
+/// `location` for a redirect. Does nothing if a response has already
+/// started.
 pub async fn respond(
     session: &mut ServerSession,
     code: u16,
     request_id: &str,
+    location: Option<&str>,
 ) -> pingora::Result<()> {
     let mut resp: ResponseHeader = ServerSession::generate_error(code);
+    if let Some(location) = location {
+        resp.insert_header(http::header::LOCATION, location)?;
+    }
     let reason = resp.status.canonical_reason().unwrap_or("Error");
     let body = Bytes::from(format!("{code} {reason}\n"));
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;

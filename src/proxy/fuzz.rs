@@ -50,7 +50,7 @@ pub fn request(data: &[u8]) {
     if framing::normalise(&mut req).is_err() {
         return;
     }
-    let forwarded = headers::add_forwarded(&mut req, client, &id);
+    let forwarded = headers::add_forwarded(&mut req, client, false, &id);
     assert!(forwarded.is_ok(), "an accepted request cannot be forwarded");
     check_framing(&req);
     check_target_and_host(&req, host_before.as_ref(), authority.as_deref());

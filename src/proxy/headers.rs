@@ -52,11 +52,13 @@ pub fn set_forwarded_prefix(req: &mut RequestHeader, prefix: Option<&str>) -> pi
 /// Adds the forwarding headers to a request bound for a backend.
 ///
 /// `X-Forwarded-For` keeps what the client sent and appends the client's IP;
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` are replaced, since this proxy
-/// is where the client connected. `Host` is left as the client sent it.
+/// `X-Forwarded-Proto` (`https` if `tls`) and `X-Forwarded-Host` are
+/// replaced, since this proxy is where the client connected. `Host` is left
+/// as the client sent it.
 pub fn add_forwarded(
     req: &mut RequestHeader,
     client_ip: Option<IpAddr>,
+    tls: bool,
     request_id: &str,
 ) -> pingora::Result<()> {
     let mut ip = IpText::default();
@@ -89,7 +91,8 @@ pub fn add_forwarded(
         let xff = xff.or_err(InvalidHTTPHeader, "invalid X-Forwarded-For")?;
         req.insert_header(X_FORWARDED_FOR, xff)?;
     }
-    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    let proto = if tls { "https" } else { "http" };
+    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     // Values are shared buffers: these clones copy no bytes.
     let host = req.headers.get(HOST).cloned().or_else(|| {
         let authority = req.uri.authority()?;
@@ -169,10 +172,14 @@ mod tests {
             ("host", "example.test"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut req, Some("192.0.2.7".parse().unwrap()), "rid").unwrap();
+        let mut over_tls = req.clone();
+        add_forwarded(&mut req, Some("192.0.2.7".parse().unwrap()), false, "rid").unwrap();
+        add_forwarded(&mut over_tls, None, true, "rid").unwrap();
         let get = |k: &str| req.headers.get(k).unwrap().to_str().unwrap().to_string();
         assert_eq!(get("x-forwarded-for"), "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        // What the client claimed is replaced by what this proxy saw.
         assert_eq!(get("x-forwarded-proto"), "http");
+        assert_eq!(over_tls.headers.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(get("x-forwarded-host"), "example.test");
         assert_eq!(get("x-request-id"), "rid");
         assert_eq!(get("host"), "example.test");
@@ -182,7 +189,7 @@ mod tests {
     fn forwarded_for_without_prior_values_or_with_empty_ones() {
         let xff = |headers: &[(&str, &str)], ip: Option<&str>| {
             let mut req = request(headers);
-            add_forwarded(&mut req, ip.map(|ip| ip.parse().unwrap()), "rid").unwrap();
+            add_forwarded(&mut req, ip.map(|ip| ip.parse().unwrap()), false, "rid").unwrap();
             let values = req.headers.get_all("x-forwarded-for").iter();
             values
                 .map(|v| v.to_str().unwrap().to_string())

@@ -13,6 +13,7 @@ mod framing;
 #[doc(hidden)]
 pub mod fuzz;
 mod headers;
+mod https;
 mod request;
 mod retry;
 
@@ -96,6 +97,8 @@ pub struct RequestCtx {
     reconnect: bool,
     /// Set when the proxy wrote the response itself.
     local_status: Option<u16>,
+    /// The request came over TLS.
+    tls: bool,
     /// `[server] max_body_bytes` for this request, and the body so far.
     body_limit: Option<u64>,
     body_bytes: u64,
@@ -121,6 +124,7 @@ impl ProxyHttp for Proxy {
             failures: 0,
             reconnect: false,
             local_status: None,
+            tls: false,
             body_limit: None,
             body_bytes: 0,
         }
@@ -199,7 +203,7 @@ impl ProxyHttp for Proxy {
             .zip(ctx.route)
             .and_then(|(s, i)| s.routes().routes()[i].forwarded_prefix());
         headers::set_forwarded_prefix(upstream_request, prefix)?;
-        headers::add_forwarded(upstream_request, client_ip, &ctx.request_id)
+        headers::add_forwarded(upstream_request, client_ip, ctx.tls, &ctx.request_id)
     }
 
     async fn upstream_response_filter(
@@ -256,8 +260,17 @@ impl ProxyHttp for Proxy {
         // already named that one.
         if let (Some(upstream), Some((i, _))) = (&ctx.upstream, &ctx.attempt) {
             if let Some(sticky) = upstream.sticky().filter(|_| ctx.hint.pinned != Some(*i)) {
-                let cookie = affinity::set_cookie(&sticky.config, sticky.id(*i), false);
+                let cookie = affinity::set_cookie(&sticky.config, sticky.id(*i), ctx.tls);
                 upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+            }
+        }
+        if ctx.tls {
+            let hsts = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.config.server.tls.as_ref()?.hsts.as_deref());
+            if let Some(hsts) = hsts {
+                upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
             }
         }
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())
@@ -285,6 +298,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.metrics.observe_protocol(session.is_http2());
         self.count_route(session, ctx);
         // The other client timeouts are counted where they fire, in the
         // connection's stream.

@@ -10,8 +10,9 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use super::{affinity, errors, framing, headers, Proxy, RequestCtx};
+use super::{affinity, errors, framing, headers, https, Proxy, RequestCtx};
 use crate::downstream;
+use crate::pool::Snapshot;
 
 impl Proxy {
     /// `request_filter`: `Ok(true)` when the request was answered here.
@@ -40,6 +41,11 @@ impl Proxy {
             return Ok(true);
         }
         ctx.body_limit = limits.body_bytes;
+        ctx.tls = https::is_tls(session);
+        if server.redirect_https && !ctx.tls {
+            self.redirect_to_https(session, ctx, &snapshot).await;
+            return Ok(true);
+        }
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -94,16 +100,59 @@ impl Proxy {
         ctx: &mut RequestCtx,
         code: u16,
     ) {
+        self.respond_locally_with(session, ctx, code, None).await
+    }
+
+    /// [`respond_locally`](Self::respond_locally), with `location`.
+    async fn respond_locally_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: u16,
+        location: Option<&str>,
+    ) {
         ctx.local_status = Some(code);
         self.metrics.observe_local_response(code);
-        if let Err(e) = errors::respond(session, code, &ctx.request_id).await {
+        if let Err(e) = errors::respond(session, code, &ctx.request_id, location).await {
             log::debug!("could not send {code} to client: {e}");
+        }
+    }
+
+    /// `redirect_https`: a `308` to the same URL on the first TLS
+    /// listener's port, or a `400` for a request that names no host.
+    async fn redirect_to_https(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) {
+        let server = &snapshot.config.server;
+        let port = server
+            .tls
+            .as_ref()
+            .and_then(|t| t.listen.first())
+            .map(|a| a.port());
+        let location = port.and_then(|port| {
+            let (host, target) = routing_facts(session.req_header());
+            https::location(&host, &target, port)
+        });
+        // The body, if any, is not read.
+        if has_body(session.req_header()) {
+            session.set_keepalive(None);
+        }
+        match location {
+            Some(location) => {
+                self.respond_locally_with(session, ctx, 308, Some(&location))
+                    .await
+            }
+            None => self.respond_locally(session, ctx, 400).await,
         }
     }
 }
 
 /// What routing needs of a request head: the host it names (the
-/// absolute-form authority, else `Host`), and its target in origin form.
+/// absolute-form authority, else `Host`, else HTTP/2's `:authority`), and
+/// its target in origin form.
 /// A target that is not UTF-8 is given as is, lossily: its path cannot
 /// match a route's, and normalising refuses what it cannot read.
 fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>) {
@@ -118,6 +167,7 @@ fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow
     };
     let host = authority
         .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
     (
         String::from_utf8_lossy(host),

@@ -22,6 +22,8 @@ pub struct Diff {
     /// `name: what`, for a route of the same name whose conditions,
     /// upstream or rewriting changed (file position alone does not count).
     pub routes_changed: Vec<String>,
+    /// Certificates loaded anew (their files changed), and TLS settings.
+    pub certificates: Vec<String>,
 }
 
 impl Diff {
@@ -87,8 +89,21 @@ impl Diff {
             d.settings.push("default_upstream".to_string());
         }
         d.diff_routes(old, new);
-        if old.server.limits != new.server.limits {
-            d.settings.push("[server] request limits".to_string());
+        let (o, n) = (&old.server, &new.server);
+        let server: Vec<&str> = [
+            ("request limits", o.limits != n.limits),
+            ("h2_max_streams", o.h2.max_streams != n.h2.max_streams),
+            ("redirect_https", o.redirect_https != n.redirect_https),
+            (
+                "tls.hsts",
+                o.tls.as_ref().map(|t| &t.hsts) != n.tls.as_ref().map(|t| &t.hsts),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !server.is_empty() {
+            d.settings.push(format!("[server] {}", server.join(", ")));
         }
         d
     }
@@ -142,6 +157,7 @@ impl Diff {
             "routes_added": self.routes_added,
             "routes_removed": self.routes_removed,
             "routes_changed": self.routes_changed,
+            "certificates": self.certificates,
         })
     }
 
@@ -160,6 +176,7 @@ impl Diff {
             ("routes added", &self.routes_added),
             ("routes removed", &self.routes_removed),
             ("routes changed", &self.routes_changed),
+            ("TLS", &self.certificates),
         ];
         let shown: Vec<String> = parts
             .iter()
@@ -180,8 +197,15 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[server] grace_period", o.grace_period != n.grace_period),
         ("[server] watch_config", o.watch_config != n.watch_config),
         ("[admin] listen", old.admin.listen != new.admin.listen),
+        ("[server.tls] listen", tls_listen(old) != tls_listen(new)),
+        ("[server] h2c", o.h2.h2c != n.h2.h2c),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
+}
+
+/// The TLS listeners, none without `[server.tls]`.
+fn tls_listen(config: &Config) -> &[std::net::SocketAddr] {
+    config.server.tls.as_ref().map_or(&[], |t| &t.listen)
 }

@@ -18,9 +18,10 @@ use serde_json::{json, Value};
 pub use diff::{restart_needed, Diff};
 pub use watch::Triggers;
 
-use crate::config;
+use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::tls::Tls;
 
 /// How long the directory must be quiet after the last event before the
 /// file is read: editors and config tools write in several steps.
@@ -60,7 +61,7 @@ pub struct Attempt {
 #[derive(Debug, Clone)]
 pub enum AttemptResult {
     /// The new config is serving.
-    Applied { version: u64, diff: Diff },
+    Applied { version: u64, diff: Box<Diff> },
     /// The file is the one already loaded.
     Unchanged,
     /// Nothing changed; the previous config keeps serving.
@@ -102,12 +103,16 @@ impl Attempt {
 pub struct Reloader {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
+    /// The certificates, reloaded with the config.
+    tls: Option<Arc<Tls>>,
     path: PathBuf,
     /// Held for a whole reload (on a blocking thread), so reloads happen
     /// one at a time.
     running: Mutex<()>,
     /// Held only briefly, so `/status` never waits for a reload.
     state: Mutex<State>,
+    /// Counts applied reloads, for whoever follows them.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,17 +123,24 @@ struct State {
 
 impl Reloader {
     /// For the pool serving the config loaded from `path` just now.
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, path: PathBuf) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<Tls>>,
+        path: PathBuf,
+    ) -> Self {
         metrics.observe_config_loaded(SystemTime::now());
         Reloader {
             pool,
             metrics,
+            tls,
             path,
             running: Mutex::new(()),
             state: Mutex::new(State {
                 loaded_at: SystemTime::now(),
                 last: None,
             }),
+            applied: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -148,25 +160,39 @@ impl Reloader {
             Err(e) => AttemptResult::Failed {
                 error: e.to_string(),
             },
-            Ok(new) if new.hash == current.config.hash => {
-                let last_failed = self.state().last.as_ref().is_some_and(|a| !a.succeeded());
-                if trigger == Trigger::File && !last_failed {
-                    return None;
-                }
-                AttemptResult::Unchanged
-            }
             Ok(new) => match restart_needed(&current.config, &new).as_slice() {
-                [] => {
-                    let diff = Diff::between(&current.config, &new);
-                    for w in &new.warnings {
-                        log::warn!("{w}");
+                [] => match self.reload_certificates(&new) {
+                    Err(error) => AttemptResult::Failed { error },
+                    Ok(None) if new.hash == current.config.hash => {
+                        let last_failed =
+                            self.state().last.as_ref().is_some_and(|a| !a.succeeded());
+                        if trigger == Trigger::File && !last_failed {
+                            return None;
+                        }
+                        AttemptResult::Unchanged
                     }
-                    let version = self.pool.install(new);
-                    self.metrics.init_series(&self.pool.snapshot());
-                    self.state().loaded_at = SystemTime::now();
-                    self.metrics.observe_config_loaded(SystemTime::now());
-                    AttemptResult::Applied { version, diff }
-                }
+                    Ok(certificates) => {
+                        let mut diff = Diff::between(&current.config, &new);
+                        diff.certificates = certificates.unwrap_or_default();
+                        let version = if new.hash == current.config.hash {
+                            // Only certificates changed: the snapshot stays.
+                            current.version
+                        } else {
+                            for w in &new.warnings {
+                                log::warn!("{w}");
+                            }
+                            let version = self.pool.install(new);
+                            self.metrics.init_series(&self.pool.snapshot());
+                            version
+                        };
+                        self.state().loaded_at = SystemTime::now();
+                        self.metrics.observe_config_loaded(SystemTime::now());
+                        AttemptResult::Applied {
+                            version,
+                            diff: Box::new(diff),
+                        }
+                    }
+                },
                 keys => AttemptResult::Failed {
                     error: format!(
                         "{}: {} changed, which needs a restart or `switchyard --upgrade`; \
@@ -183,6 +209,9 @@ impl Reloader {
             result,
         };
         self.metrics.observe_reload(attempt.succeeded());
+        if matches!(attempt.result, AttemptResult::Applied { .. }) {
+            self.applied.send_modify(|n| *n += 1);
+        }
         let why = trigger.as_str();
         match &attempt.result {
             AttemptResult::Applied { version, diff } => {
@@ -198,6 +227,27 @@ impl Reloader {
         }
         self.state().last = Some(attempt.clone());
         Some(attempt)
+    }
+
+    /// Loads `new`'s certificates, if it has TLS, and installs them if any
+    /// changed: what changed, or why none could be loaded (nothing of the
+    /// config is applied then).
+    fn reload_certificates(&self, new: &Config) -> Result<Option<Vec<String>>, String> {
+        match (&self.tls, &new.server.tls) {
+            (Some(tls), Some(config)) => tls.reload(config).map_err(|e| e.to_string()),
+            // Adding or removing TLS needs a restart, refused before this.
+            _ => Ok(None),
+        }
+    }
+
+    /// Changes with every applied reload.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// The TLS side, for `/status`.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_deref()
     }
 
     /// When the serving config was loaded, and the last reload attempt.

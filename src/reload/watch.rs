@@ -1,8 +1,10 @@
-//! What triggers a reload besides `POST /reload`: the config file's
-//! directory changing, and SIGHUP.
+//! What triggers a reload besides `POST /reload`: a change to the config
+//! file or to one of its certificate or key files, and SIGHUP.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
@@ -24,53 +26,114 @@ impl Triggers {
         Triggers { reloader, watch }
     }
 
-    /// Watches the directory of the config file, not the file: editors and
-    /// config tools replace the file (a new inode) and Kubernetes swaps a
-    /// symlink in the directory. Only events about the file itself, or
-    /// about a `..`-named entry (Kubernetes' `..data` and its versions),
-    /// count; and of those only a written file being closed, a rename, a
-    /// removal, or a new symlink, never a write in progress or a new empty
-    /// file, so a file written in pieces is read once, complete.
-    ///
-    /// Each event sent says whether it was a removal only: a file removed
-    /// may be in the middle of being written anew, see [`Triggers::start`].
-    fn watch(&self, tx: mpsc::UnboundedSender<bool>) -> notify::Result<notify::RecommendedWatcher> {
-        let path = &self.reloader.path;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
+    /// The files a reload reads: the config, and the certificates and keys
+    /// of the config serving now.
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.reloader.path.clone()];
+        if let Some(tls) = &self.reloader.pool.snapshot().config.server.tls {
+            for c in &tls.certificates {
+                files.extend([c.cert.clone(), c.key.clone()]);
+            }
+        }
+        files
+    }
+}
+
+/// Watches the directories of the files a reload reads, not the files:
+/// editors and config tools replace a file (a new inode), and Kubernetes
+/// swaps a symlink in the directory. Only events about one of the files
+/// (by name), or about a `..`-named entry (Kubernetes' `..data` and its
+/// versions), count; and of those only a written file being closed, a
+/// rename, a removal, or a new symlink, never a write in progress or a new
+/// empty file, so a file written in pieces is read once, complete. A file
+/// of the same name in another watched directory triggers a reload too,
+/// which finds nothing changed.
+///
+/// Each event sent says whether it was a removal only: a file removed may
+/// be in the middle of being written anew, see [`Triggers::start`].
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    names: Arc<Mutex<HashSet<OsString>>>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Watch {
+    fn new(tx: mpsc::UnboundedSender<bool>) -> notify::Result<Watch> {
+        let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
+        let ours = {
+            let names = Arc::clone(&names);
+            move |p: &Path| {
+                p.file_name().is_some_and(|n| {
+                    n.as_encoded_bytes().starts_with(b"..")
+                        || names.lock().unwrap_or_else(|e| e.into_inner()).contains(n)
+                })
+            }
         };
-        let name = path.file_name().map(|n| n.to_os_string());
-        let ours = move |p: &Path| {
-            p.file_name().is_some_and(|n| {
-                Some(n) == name.as_deref() || n.as_encoded_bytes().starts_with(b"..")
-            })
-        };
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let removal = matches!(&event, Ok(e) if matches!(e.kind, EventKind::Remove(_)));
-                let relevant = match &event {
-                    // Lost events (a queue overflow) or a watcher error: the
-                    // file may have changed; the hash check sorts it out.
-                    Err(_) => true,
-                    Ok(e) if e.need_rescan() => true,
-                    Ok(e) => {
-                        let kind = match e.kind {
-                            EventKind::Access(AccessKind::Close(AccessMode::Write))
-                            | EventKind::Remove(_)
-                            | EventKind::Modify(ModifyKind::Name(_)) => true,
-                            EventKind::Create(_) => e.paths.iter().any(|p| p.is_symlink()),
-                            _ => false,
-                        };
-                        kind && e.paths.iter().any(|p| ours(p))
-                    }
-                };
-                if relevant {
-                    let _ = tx.send(removal);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let removal = matches!(&event, Ok(e) if matches!(e.kind, EventKind::Remove(_)));
+            let relevant = match &event {
+                // Lost events (a queue overflow) or a watcher error: a file
+                // may have changed; the reload sorts it out.
+                Err(_) => true,
+                Ok(e) if e.need_rescan() => true,
+                Ok(e) => {
+                    let kind = match e.kind {
+                        EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(ModifyKind::Name(_)) => true,
+                        EventKind::Create(_) => e.paths.iter().any(|p| p.is_symlink()),
+                        _ => false,
+                    };
+                    kind && e.paths.iter().any(|p| ours(p))
                 }
-            })?;
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        Ok(watcher)
+            };
+            if relevant {
+                let _ = tx.send(removal);
+            }
+        })?;
+        Ok(Watch {
+            watcher,
+            names,
+            dirs: HashSet::new(),
+        })
+    }
+
+    /// Watches the directories of `files`, and no others. The config's
+    /// must be watched; a certificate directory that cannot be is logged.
+    fn sync(&mut self, files: &[PathBuf]) -> notify::Result<()> {
+        let dirs: HashSet<PathBuf> = files.iter().map(|f| dir_of(f)).collect();
+        for gone in self.dirs.difference(&dirs) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        let config_dir = dir_of(&files[0]);
+        let mut watched = HashSet::new();
+        for dir in dirs {
+            if self.dirs.contains(&dir) {
+                watched.insert(dir);
+                continue;
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir);
+                }
+                Err(e) if dir == config_dir => return Err(e),
+                Err(e) => log::error!(
+                    "cannot watch {} for certificate changes: {e}; reload with SIGHUP or POST /reload",
+                    dir.display()
+                ),
+            }
+        }
+        self.dirs = watched;
+        let names = files.iter().filter_map(|f| f.file_name()).map(Into::into);
+        *self.names.lock().unwrap_or_else(|e| e.into_inner()) = names.collect();
+        Ok(())
+    }
+}
+
+fn dir_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -78,21 +141,21 @@ impl Triggers {
 impl BackgroundService for Triggers {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, mut events) = mpsc::unbounded_channel();
-        let _watcher = if self.watch {
-            match self.watch(tx) {
-                Ok(w) => Some(w),
+        let mut watch = None;
+        if self.watch {
+            let started = Watch::new(tx).and_then(|mut w| w.sync(&self.files()).map(|()| w));
+            match started {
+                Ok(w) => watch = Some(w),
                 Err(e) => {
                     let path = self.reloader.path.display();
                     log::error!(
                         "cannot watch {path} for changes: {e}; reload with SIGHUP or POST /reload"
                     );
-                    None
                 }
             }
         } else {
             drop(tx);
-            None
-        };
+        }
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(s) => Some(s),
@@ -101,12 +164,21 @@ impl BackgroundService for Triggers {
                 None
             }
         };
-        let mut watching = self.watch;
+        let mut applied = self.reloader.applied();
+        let mut watching = watch.is_some();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(()) = recv_signal(&mut hangup) => {
                     self.reloader.reload_async(Trigger::Sighup).await;
+                }
+                // A reload from any trigger may have named other files.
+                Ok(()) = applied.changed() => {
+                    if let Some(w) = watch.as_mut() {
+                        if let Err(e) = w.sync(&self.files()) {
+                            log::error!("cannot watch the config's directory any more: {e}");
+                        }
+                    }
                 }
                 event = events.recv(), if watching => {
                     let Some(mut removals_only) = event else {
@@ -129,7 +201,7 @@ impl BackgroundService for Triggers {
                     }
                     // Removed, and there again: it is being written anew,
                     // and closing it will say when it is whole.
-                    if removals_only && self.reloader.path.exists() {
+                    if removals_only && self.files().iter().all(|f| f.exists()) {
                         continue;
                     }
                     self.reloader.reload_async(Trigger::File).await;
