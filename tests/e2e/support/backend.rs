@@ -31,6 +31,17 @@ pub enum Behavior {
     BodyLength,
     /// Like `Name`, after this long.
     Delay(std::time::Duration),
+    /// 200 with a body of this many bytes: [`large_body`].
+    Large(usize),
+}
+
+/// The body a [`Behavior::Large`] backend sends: bytes that say where they
+/// are, so a body cut, doubled or shifted anywhere does not compare equal.
+pub fn large_body(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// A running backend. Stops when dropped.
@@ -191,8 +202,11 @@ async fn answer(
         let body = Bytes::from(format!("{name} {length}\n"));
         return Ok(Response::new(Full::new(body)));
     }
+    if let Behavior::Large(len) = behavior {
+        return Ok(Response::new(Full::new(large_body(len))));
+    }
     let status = match behavior {
-        Behavior::Name | Behavior::BodyLength => 200,
+        Behavior::Name | Behavior::BodyLength | Behavior::Large(_) => 200,
         Behavior::Status(code) => code,
         Behavior::Gated(mut gate) => {
             let _ = gate.wait_for(|open| *open).await;

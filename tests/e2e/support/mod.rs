@@ -6,9 +6,11 @@
 pub mod backend;
 pub mod binary;
 pub mod faulty;
+pub mod h2raw;
 pub mod proxy;
 pub mod raw;
 pub mod recording;
+pub mod tls;
 pub mod wire;
 
 use std::future::Future;

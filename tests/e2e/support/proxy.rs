@@ -59,7 +59,8 @@ impl TestProxy {
         std::fs::write(&path, format!("{head}{upstreams}")).expect("write the test config");
         let config = switchyard::config::load(&path)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
-        let built = switchyard::build_server(config, Opt::default());
+        let built = switchyard::build_server(config, Opt::default())
+            .unwrap_or_else(|e| panic!("the test certificates do not load: {e}"));
         let pool = Arc::clone(&built.pool);
         let (stop, stopped) = oneshot::channel();
         let signal = StopOnDrop(Mutex::new(Some(stopped)));
