@@ -219,6 +219,13 @@ async fn a_slowloris_attack_is_shed_while_other_clients_are_served() {
 async fn connections_over_max_connections_get_503_and_are_closed() {
     let backend = TestBackend::start("a", Behavior::Name).await;
     let proxy = TestProxy::start_with("max_connections = 3\n", &app("", &[backend.addr])).await;
+    // The connection that found the port open is closed, and no longer
+    // counted, before the test's own.
+    eventually("no connection open", || async {
+        let scrape = proxy.metrics().await;
+        (metric_sum(&scrape, "switchyard_client_connections", &[]) == 0.0).then_some(())
+    })
+    .await;
 
     // Three kept-alive connections, each proven accepted by an answer.
     let mut held = Vec::new();

@@ -82,39 +82,12 @@ pub fn window_update(stream: u32, increment: u32) -> Vec<u8> {
     frame(WINDOW_UPDATE, 0, stream, &increment.to_be_bytes())
 }
 
-/// One HTTP/2 connection, past the preface and the SETTINGS exchange.
-pub struct Conn {
-    pub reader: BufReader<OwnedReadHalf>,
-    pub writer: OwnedWriteHalf,
+/// The frames coming from the server.
+pub struct Frames {
+    reader: BufReader<OwnedReadHalf>,
 }
 
-impl Conn {
-    /// Connects, sends the preface and empty SETTINGS, and acknowledges
-    /// the server's: from then on its limits apply.
-    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        let mut conn = Conn {
-            reader: BufReader::new(r),
-            writer: w,
-        };
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(frame(SETTINGS, 0, 0, &[]));
-        conn.writer.write_all(&hello).await?;
-        loop {
-            let f = conn.read(Duration::from_secs(5)).await?;
-            if f.kind == SETTINGS && f.flags & ACK == 0 {
-                conn.writer.write_all(&frame(SETTINGS, ACK, 0, &[])).await?;
-                return Ok(conn);
-            }
-        }
-    }
-
-    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.writer.write_all(bytes).await
-    }
-
+impl Frames {
     /// The next frame, within `wait`.
     pub async fn read(&mut self, wait: Duration) -> std::io::Result<Frame> {
         let read = async {
@@ -151,5 +124,50 @@ impl Conn {
                 return Ok(f);
             }
         }
+    }
+}
+
+/// One HTTP/2 connection, past the preface and the SETTINGS exchange.
+pub struct Conn {
+    pub frames: Frames,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Conn {
+    /// Connects, sends the preface and empty SETTINGS, and acknowledges
+    /// the server's: from then on its limits apply.
+    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        let mut conn = Conn {
+            frames: Frames {
+                reader: BufReader::new(r),
+            },
+            writer: w,
+        };
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        conn.writer.write_all(&hello).await?;
+        loop {
+            let f = conn.frames.read(Duration::from_secs(5)).await?;
+            if f.kind == SETTINGS && f.flags & ACK == 0 {
+                conn.writer.write_all(&frame(SETTINGS, ACK, 0, &[])).await?;
+                return Ok(conn);
+            }
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
+    }
+
+    /// See [`Frames::read_until`].
+    pub async fn read_until(
+        &mut self,
+        wait: Duration,
+        want: impl Fn(&Frame) -> bool,
+    ) -> std::io::Result<Frame> {
+        self.frames.read_until(wait, want).await
     }
 }

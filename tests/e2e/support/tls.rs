@@ -2,14 +2,12 @@
 //! written to a temp dir, the `[server.tls]` lines that serve them, and
 //! HTTPS clients that trust the test CA.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256,
 };
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use super::DEADLINE;
@@ -72,11 +70,12 @@ impl Ca {
     /// A certificate for `names` (its subject alternative names), valid
     /// for a year.
     pub fn issue(&self, names: &[&str], key: Key) -> Leaf {
-        self.issue_until(names, key, Duration::from_secs(365 * 24 * 3600))
+        self.issue_until(names, key, time::Duration::days(365))
     }
 
-    /// A certificate for `names` that expires `valid` from now.
-    pub fn issue_until(&self, names: &[&str], key: Key, valid: Duration) -> Leaf {
+    /// A certificate for `names` that expires `valid` from now (negative:
+    /// it has expired).
+    pub fn issue_until(&self, names: &[&str], key: Key, valid: time::Duration) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
         params.distinguished_name.push(
@@ -84,7 +83,7 @@ impl Ca {
             names.first().cloned().unwrap_or_default(),
         );
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::hours(1);
+        params.not_before = now - time::Duration::days(2);
         params.not_after = now + valid;
         let key = key.generate();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
