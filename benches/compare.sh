@@ -21,8 +21,11 @@
 #   SLOW_MS [20]  SLOW_RATE [RATE / 2] over SLOW_CONNS [200] connections
 #   CRASH_SECS [20] seconds of crash loop, CRASH_CONNS [8] clients; one of the
 #     Node.js backends, in turn, killed every CRASH_EVERY [2] s, restarted CRASH_DOWN [1] s later
+#   HS_CONNS [16] clients making a new TLS connection for every request
+#   H2_CONNS [16] HTTP/2 connections with H2_STREAMS [10] concurrent streams each
 #   PROXY_CPU [0]  LOAD_CPU [1]  QUICK [0]  KEEP_TMP [0]: keep configs and logs
-#   ONLY [all]: some of keepalive fixed many idle slow unpinned crashloop, to rerun those
+#   ONLY [all]: some of keepalive fixed many idle slow unpinned crashloop tls
+#     handshakes h2, to rerun those
 #   TIME_LIMIT [generous] seconds after the build before the whole run is stopped
 set -euo pipefail
 
@@ -58,6 +61,9 @@ CRASH_SECS=${CRASH_SECS:-$((${QUICK:-0} == 1 ? 6 : 20))}
 CRASH_CONNS=${CRASH_CONNS:-8}
 CRASH_EVERY=${CRASH_EVERY:-2}
 CRASH_DOWN=${CRASH_DOWN:-1}
+HS_CONNS=${HS_CONNS:-16}
+H2_CONNS=${H2_CONNS:-16}
+H2_STREAMS=${H2_STREAMS:-10}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # Longest an idle-connections client may hold its connections, in seconds.
@@ -73,6 +79,7 @@ CRASH_VARIANTS=(switchyard-lc-checks switchyard-rr-checks switchyard-lc-passive 
 
 for v in ROUNDS DURATION WARMUP CONNS MANY_CONNS IDLE_CONNS RATE RATE_CONNS \
 	SLOW_MS SLOW_RATE SLOW_CONNS CRASH_SECS CRASH_CONNS CRASH_EVERY CRASH_DOWN \
+	HS_CONNS H2_CONNS H2_STREAMS \
 	PROXY_CPU LOAD_CPU ${TIME_LIMIT:+TIME_LIMIT}; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
@@ -118,10 +125,11 @@ mapfile -t PORTS < <(python3 "$HERE/ports.py" 11)
 PORT_FAST1=${PORTS[0]} PORT_FAST2=${PORTS[1]} PORT_SLOW=${PORTS[2]} PORT_STATUS=${PORTS[3]}
 PORT_SWITCHYARD=${PORTS[4]} PORT_ADMIN=${PORTS[5]} PORT_NGINX=${PORTS[6]} PORT_HAPROXY=${PORTS[7]}
 PORTS_NODE=("${PORTS[8]}" "${PORTS[9]}" "${PORTS[10]}")
+make_cert
 
-# A generous bound on the whole run: 24 runs a round, each with its warm-up,
+# A generous bound on the whole run: 33 runs a round, each with its warm-up,
 # start, stop and the load tools' own slack, and 5 crash-loop runs.
-start_watchdog "${TIME_LIMIT:-$((ROUNDS * (24 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}"
+start_watchdog "${TIME_LIMIT:-$((ROUNDS * (33 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}"
 start_backends
 
 STARTED_AT=$SECONDS
@@ -130,7 +138,7 @@ STARTED_AT=$SECONDS
 scenario() {
 	local name=$1 what=$2 measure=$3 t
 	shift 3
-	[[ " ${ONLY:-keepalive fixed many idle slow unpinned crashloop} " == *" $name "* ]] || return 0
+	[[ " ${ONLY:-keepalive fixed many idle slow unpinned crashloop tls handshakes h2} " == *" $name "* ]] || return 0
 	log "round $ROUND of $ROUNDS: $what"
 	for t in "$@"; do "$measure" "$t"; done
 }
@@ -144,6 +152,9 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	scenario unpinned "2 threads, unpinned" measure_unpinned "${TARGETS[@]}"
 	backend_cpus "$LOAD_CPU"
 	scenario crashloop "crash-looping backends" measure_crashloop "${CRASH_VARIANTS[@]}"
+	scenario tls "TLS, $CONNS keep-alive connections" measure_tls "${PROXIES[@]}"
+	scenario handshakes "a TLS handshake per request" measure_handshakes "${PROXIES[@]}"
+	scenario h2 "HTTP/2 over TLS, $H2_CONNS connections x $H2_STREAMS streams" measure_h2 "${PROXIES[@]}"
 done
 ELAPSED=$((SECONDS - STARTED_AT))
 
@@ -167,7 +178,8 @@ REPORT=$OUT_DIR/$(date +%Y%m%d-%H%M%S).md
 	python3 "$HERE/report.py" table "$RESULTS" --rate "$RATE" --conns "$CONNS" \
 		--many-conns "$MANY_CONNS" --idle-conns "$IDLE_CONNS" --slow-ms "$SLOW_MS" \
 		--slow-rate "$SLOW_RATE" --slow-conns "$SLOW_CONNS" --crash-secs "$CRASH_SECS" \
-		--crash-conns "$CRASH_CONNS" --crash-every "$CRASH_EVERY" --crash-down "$CRASH_DOWN"
+		--crash-conns "$CRASH_CONNS" --crash-every "$CRASH_EVERY" --crash-down "$CRASH_DOWN" \
+		--hs-conns "$HS_CONNS" --h2-conns "$H2_CONNS" --h2-streams "$H2_STREAMS"
 } >"$REPORT"
 cat "$REPORT"
 log "saved to $REPORT"

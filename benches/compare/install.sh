@@ -4,7 +4,8 @@
 
 # install_tools: nginx and its echo module (the slow backend's 20 ms delay),
 # HAProxy, wrk, h2load (fixed-rate load with per-request logs), python3,
-# Node.js (the crash loop's backends), curl, pgrep, taskset and timeout.
+# Node.js (the crash loop's backends), curl, openssl (the TLS rows'
+# certificate), pgrep, taskset and timeout.
 install_tools() {
 	local missing=()
 	command -v nginx >/dev/null || missing+=(nginx)
@@ -15,6 +16,7 @@ install_tools() {
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v node >/dev/null || missing+=(nodejs)
 	command -v curl >/dev/null || missing+=(curl)
+	command -v openssl >/dev/null || missing+=(openssl)
 	command -v taskset >/dev/null || missing+=(util-linux)
 	command -v pgrep >/dev/null || missing+=(procps)
 	command -v timeout >/dev/null || missing+=(coreutils)

@@ -12,16 +12,18 @@ record() {
 # calc EXPR: a floating-point awk expression.
 calc() { awk "BEGIN {printf \"%.4f\", $1}"; }
 
-# wrk_run CONNS SECONDS CPUS: wrk (one thread) against TARGET_PORT, on CPUS
-# (empty: unpinned). Sets the WRK associative array from the report line
-# (requests, duration_us, errors, p50_us, p99_us); fails without one.
+# wrk_run CONNS SECONDS CPUS [ARGS...]: wrk (one thread, with ARGS)
+# against TARGET_PORT over TARGET_SCHEME, on CPUS (empty: unpinned). Sets
+# the WRK associative array from the report line (requests, duration_us,
+# errors, p50_us, p99_us); fails without one.
 declare -A WRK
 wrk_run() {
 	local conns=$1 secs=$2 cpus=$3 out=$WORK_DIR/wrk.out pin=() line kv
+	shift 3
 	[[ -n $cpus ]] && pin=(taskset -c "$cpus")
 	WRK=()
-	bounded $((secs + 30)) "${pin[@]}" wrk -t1 -c"$conns" -d"${secs}s" \
-		-s "$HERE/wrk-report.lua" "http://127.0.0.1:$TARGET_PORT/" >"$out" 2>&1 || true
+	bounded $((secs + 30)) "${pin[@]}" wrk -t1 -c"$conns" -d"${secs}s" "$@" \
+		-s "$HERE/wrk-report.lua" "${TARGET_SCHEME:-http}://127.0.0.1:$TARGET_PORT/" >"$out" 2>&1 || true
 	line=$(grep '^WRK ' "$out" || true)
 	[[ -n $line ]] || {
 		log "wrk printed no report: $(tail -n 3 "$out" | tr '\n' ' ')"
@@ -229,6 +231,76 @@ measure_crashloop() {
 	stop_target
 	stop_pid "$loop"
 	unregister "$loop"
+}
+
+# cpu_per PREFIX C0 C1 N FLAG: records PREFIX_cpu_us, the target's CPU per
+# request (µs) from its CPU ticks C0 to C1 over N requests.
+cpu_per() {
+	(($4 > 0)) && record "$1_cpu_us" "$TARGET_NAME" "$(calc "($3 - $2) * 1000000 / $CLK_TCK / $4")" "$5"
+	return 0
+}
+
+# measure_tls TARGET: requests/s and CPU per request over TLS, CONNS
+# keep-alive connections (one handshake each), HTTP/1.1.
+measure_tls() {
+	local t=$1 c0 c1 flag
+	start_target "$t" 1 rr fast "$PROXY_CPU" tls
+	wrk_run "$CONNS" "$WARMUP" "$LOAD_CPU" || true
+	c0=$(cpu_ticks "$TARGET_PID")
+	if wrk_run "$CONNS" "$DURATION" "$LOAD_CPU"; then
+		c1=$(cpu_ticks "$TARGET_PID")
+		flag=$(wrk_flag)
+		record tls_rps "$t" "$(wrk_rps)" "$flag"
+		record tls_p99 "$t" "$(calc "${WRK[p99_us]} / 1000")" "$flag"
+		cpu_per tls "$c0" "$c1" "${WRK[requests]}" "$flag"
+	else
+		record tls_rps "$t" nan "wrk failed"
+	fi
+	stop_target
+}
+
+# measure_handshakes TARGET: new TLS connections per second: every request
+# says `Connection: close`, so each of HS_CONNS clients makes a full
+# handshake (wrk resumes no session) for every request.
+measure_handshakes() {
+	local t=$1 c0 c1 flag
+	start_target "$t" 1 rr fast "$PROXY_CPU" tls
+	wrk_run "$HS_CONNS" "$WARMUP" "$LOAD_CPU" -H 'Connection: close' || true
+	c0=$(cpu_ticks "$TARGET_PID")
+	if wrk_run "$HS_CONNS" "$DURATION" "$LOAD_CPU" -H 'Connection: close'; then
+		c1=$(cpu_ticks "$TARGET_PID")
+		flag=$(wrk_flag)
+		record hs_rps "$t" "$(wrk_rps)" "$flag"
+		cpu_per hs "$c0" "$c1" "${WRK[requests]}" "$flag"
+	else
+		record hs_rps "$t" nan "wrk failed"
+	fi
+	stop_target
+}
+
+# measure_h2 TARGET: requests/s and CPU per request over HTTP/2 and TLS:
+# h2load with H2_CONNS connections, H2_STREAMS concurrent streams on each.
+measure_h2() {
+	local t=$1 c0 c1 out=$WORK_DIR/h2load-h2.out ok flag="" bad args
+	start_target "$t" 1 rr fast "$PROXY_CPU" tls
+	args=(-c "$H2_CONNS" -m "$H2_STREAMS" "https://127.0.0.1:$TARGET_PORT/")
+	bounded $((WARMUP + 30)) taskset -c "$LOAD_CPU" h2load -D "$WARMUP" "${args[@]}" \
+		>"$out" 2>&1 || true
+	c0=$(cpu_ticks "$TARGET_PID")
+	bounded $((DURATION + 30)) taskset -c "$LOAD_CPU" h2load -D "$DURATION" "${args[@]}" \
+		>"$out" 2>&1 || flag="h2load exited non-zero"
+	c1=$(cpu_ticks "$TARGET_PID")
+	grep -q '^Application protocol: h2$' "$out" || flag="${flag:+$flag; }h2 was not negotiated"
+	ok=$(awk '/^requests:/ {print $8}' "$out")
+	bad=$(awk '/^requests:/ {print $10 + $12 + $14}' "$out")
+	((${bad:-0} > 0)) && flag="${flag:+$flag; }$bad requests failed, errored or timed out"
+	if ((${ok:-0} == 0)); then
+		record h2_rps "$t" nan "${flag:+$flag; }no request succeeded: $(tail -n 2 "$out" | tr '\n' ' ')"
+	else
+		record h2_rps "$t" "$(calc "$ok / $DURATION")" "$flag"
+		cpu_per h2 "$c0" "$c1" "$ok" "$flag"
+	fi
+	stop_target
 }
 
 # wait_line FILE WORD PID SECONDS: wait until a line of FILE starts with

@@ -28,6 +28,8 @@ CRASH_HEADS = {"switchyard-lc-checks": "Switchyard least_connections, TCP checks
                "nginx-lc-checks": "nginx least_conn, max_fails=1 fail_timeout=2s",
                "haproxy-lc-checks": "HAProxy leastconn, checks, retries 3, redispatch"}
 
+TLS_TARGETS = ["switchyard", "nginx", "haproxy"]
+
 NOTES = """How each row is measured:
 
 - Requests/s and latency at {c} connections: wrk (one thread) on a fresh proxy, after a warm-up run; p50 and p99 from wrk's histogram.
@@ -38,7 +40,8 @@ NOTES = """How each row is measured:
 - Idle connections: a Python client opens {idle:,} connections, sends one GET on each, reads the answer and holds them all; RSS (VmRSS, as above) on a fresh proxy before and one second after the last answer; per connection is the difference divided by {idle:,}.
 - One slow backend: three backends, one of which answers after {ms} ms; h2load at a fixed rate as above.
 - 2 threads unpinned: two worker threads (nginx: two workers), nothing pinned, the backends free to use every CPU; wrk as in the first row.
-- Crash loop: three Node.js backends (one process each, on the load's CPU); every {every} s one of them, each in turn, is killed with SIGKILL and started again {down} s later. wrk ({cc} keep-alive connections, one thread) runs {cs} s from the first kill on; wrk never retries, so every non-2xx answer and every socket error is a failed request. Switchyard's TCP checks run every 1 s, one failure out and one pass in; HAProxy's checks likewise (`check inter 1s fall 1 rise 1`), with `retries 3`, `option redispatch` and `retry-on all-retryable-errors`; nginx has `max_fails=1 fail_timeout=2s` and its default retries (`proxy_next_upstream error timeout`)."""
+- Crash loop: three Node.js backends (one process each, on the load's CPU); every {every} s one of them, each in turn, is killed with SIGKILL and started again {down} s later. wrk ({cc} keep-alive connections, one thread) runs {cs} s from the first kill on; wrk never retries, so every non-2xx answer and every socket error is a failed request. Switchyard's TCP checks run every 1 s, one failure out and one pass in; HAProxy's checks likewise (`check inter 1s fall 1 rise 1`), with `retries 3`, `option redispatch` and `retry-on all-retryable-errors`; nginx has `max_fails=1 fail_timeout=2s` and its default retries (`proxy_next_upstream error timeout`).
+- TLS: every proxy serves the same self-signed ECDSA P-256 certificate (openssl), TLS 1.2 and 1.3 with its library's defaults (Switchyard: rustls with ring; nginx and HAProxy: OpenSSL), ALPN h2 and http/1.1; backends plain HTTP/1.1. Keep-alive: wrk over https as in the first row (one handshake per connection). Handshakes: wrk with `Connection: close` on {hs} connections, so every request is a new connection and a full handshake (wrk resumes no session). HTTP/2: h2load, {h2c} connections with {h2s} concurrent streams each, ALPN h2 checked; CPU per request as in the first row."""
 
 
 def percentile(sorted_values, p):
@@ -183,8 +186,20 @@ def render(args):
           f"Crash-looping backends: every {args.crash_every} s one of three Node.js backends, "
           f"each in turn, is killed and restarted {args.crash_down} s later; "
           f"{args.crash_conns} clients that never retry, {args.crash_secs} s, 1 thread pinned:")
+    tls_rows = [
+        ("tls_rps", f"requests/s, {c} keep-alive connections", "higher"),
+        ("tls_p99", f"latency p99 at {c} connections (ms)", "lower"),
+        ("tls_cpu_us", "proxy CPU per request (µs)", "lower"),
+        ("hs_rps", f"new TLS connections per second ({args.hs_conns} clients)", "higher"),
+        ("hs_cpu_us", "proxy CPU per new connection (µs)", "lower"),
+        ("h2_rps", f"HTTP/2 requests/s, {args.h2_conns} connections × {args.h2_streams} streams", "higher"),
+        ("h2_cpu_us", "proxy CPU per HTTP/2 request (µs)", "lower"),
+    ]
+    table(tls_rows, TLS_TARGETS, HEADS, ratios, values, flagged,
+          "Over TLS, 1 thread pinned, backends plain HTTP/1.1:")
     print(NOTES.format(c=c, r=r, many=many, idle=idle, ms=args.slow_ms, every=args.crash_every,
-                       down=args.crash_down, cc=args.crash_conns, cs=args.crash_secs))
+                       down=args.crash_down, cc=args.crash_conns, cs=args.crash_secs,
+                       hs=args.hs_conns, h2c=args.h2_conns, h2s=args.h2_streams))
     if flags:
         print()
         print("⚠ suspect runs:")
@@ -205,7 +220,7 @@ def main():
     parser.add_argument("results")
     for name in ("rate", "conns", "many-conns", "idle-conns", "slow-ms",
                  "slow-rate", "slow-conns", "crash-secs", "crash-conns", "crash-every",
-                 "crash-down"):
+                 "crash-down", "hs-conns", "h2-conns", "h2-streams"):
         parser.add_argument("--" + name, type=int, required=True)
     render(parser.parse_args())
 

@@ -14,16 +14,17 @@ render() {
 	printf '%s\n' "$text" >"$out"
 }
 
-# wait_ready PORT PID LOG: poll GET / on PORT until it answers 200 (20 s at
-# most); fail with LOG's tail if PID exits first.
+# wait_ready PORT PID LOG [SCHEME]: poll GET / on PORT (http, or https
+# trusting anything) until it answers 200 (20 s at most); fail with LOG's
+# tail if PID exits first.
 wait_ready() {
-	local port=$1 pid=$2 logfile=$3 deadline=$((SECONDS + 20)) code
+	local port=$1 pid=$2 logfile=$3 scheme=${4:-http} deadline=$((SECONDS + 20)) code
 	while ((SECONDS < deadline)); do
 		if [[ -n $pid ]] && ! alive "$pid"; then
 			tail -n 20 "$logfile" >&"$LOG_FD"
 			die "process $pid for port $port exited during startup (log: $logfile)"
 		fi
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
+		code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$port/" || true)
 		[[ $code == 200 ]] && return 0
 		sleep 0.1
 	done
@@ -44,6 +45,17 @@ start_backends() {
 	wait_ready "$PORT_FAST1" "$BACKEND_PID" "$WORK_DIR/backend.err"
 	wait_ready "$PORT_FAST2" "$BACKEND_PID" "$WORK_DIR/backend.err"
 	wait_ready "$PORT_SLOW" "$BACKEND_PID" "$WORK_DIR/backend.err"
+}
+
+# make_cert: one certificate for every proxy's TLS rows, in WORK_DIR: an
+# ECDSA P-256 key (what most sites serve) for localhost and 127.0.0.1, as
+# tls.pem and tls.key, and both in tls.both.pem for HAProxy.
+make_cert() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' \
+		-keyout "$WORK_DIR/tls.key" -out "$WORK_DIR/tls.pem" 2>/dev/null ||
+		die "openssl could not make the TLS rows' certificate"
+	cat "$WORK_DIR/tls.pem" "$WORK_DIR/tls.key" >"$WORK_DIR/tls.both.pem"
 }
 
 # backend_cpus CPUS: move the backend processes (every thread) to CPUS.
@@ -113,13 +125,26 @@ switchyard_tables() {
 		'healthy_threshold = 1' 'unhealthy_threshold = 1'
 }
 
-# start_target KIND THREADS BALANCE SET CPUS: start a fresh KIND (direct,
-# switchyard, nginx or haproxy) balancing with BALANCE (rr or lc) over the
-# backends of SET, on CPUS (empty: unpinned). Sets TARGET_PID (empty for
-# direct) and TARGET_PORT.
+# start_target KIND THREADS BALANCE SET CPUS [tls]: start a fresh KIND
+# (direct, switchyard, nginx or haproxy) balancing with BALANCE (rr or lc)
+# over the backends of SET, on CPUS (empty: unpinned); with `tls`, its port
+# speaks TLS (ALPN h2 and http/1.1) with make_cert's certificate. Sets
+# TARGET_PID (empty for direct), TARGET_PORT and TARGET_SCHEME.
 start_target() {
-	local kind=$1 threads=$2 balance=$3 set=$4 cpus=$5 conf pin=()
+	local kind=$1 threads=$2 balance=$3 set=$4 cpus=$5 tls=${6:-} conf pin=()
+	local plain tls_table="" nginx_listen="" nginx_tls="" haproxy_bind=""
 	TARGET_NAME=$kind
+	TARGET_SCHEME=http
+	plain="\"127.0.0.1:$PORT_SWITCHYARD\""
+	if [[ $tls == tls ]]; then
+		TARGET_SCHEME=https
+		plain=""
+		tls_table=$(printf '%s\n' '[server.tls]' "listen = [\"127.0.0.1:$PORT_SWITCHYARD\"]" \
+			"certificates = [{ cert = \"$WORK_DIR/tls.pem\", key = \"$WORK_DIR/tls.key\" }]")
+		nginx_listen="ssl http2 "
+		nginx_tls="        ssl_certificate $WORK_DIR/tls.pem;"$'\n'"        ssl_certificate_key $WORK_DIR/tls.key;"
+		haproxy_bind=" ssl crt $WORK_DIR/tls.both.pem alpn h2,http/1.1"
+	fi
 	[[ -n $cpus ]] && pin=(taskset -c "$cpus")
 	conf=$WORK_DIR/$kind.conf
 	case $kind in
@@ -129,7 +154,7 @@ start_target() {
 		return 0
 		;;
 	switchyard)
-		render "$HERE/switchyard.toml" "$conf" "PORT=$PORT_SWITCHYARD" \
+		render "$HERE/switchyard.toml" "$conf" "PLAIN=$plain" "TLS=$tls_table" \
 			"ADMIN=$PORT_ADMIN" "THREADS=$threads" "MAX_CONNS=$MAX_CONNS" \
 			"BALANCE=$(switchyard_balance "$balance")" \
 			"SERVERS=$(backend_list switchyard "$set")" "TABLES=$(switchyard_tables "$set")"
@@ -138,6 +163,7 @@ start_target() {
 		;;
 	nginx)
 		render "$HERE/proxy.nginx.conf" "$conf" "DIR=$WORK_DIR" "PORT=$PORT_NGINX" \
+			"LISTEN_TLS=$nginx_listen" "TLS=$nginx_tls" \
 			"WORKERS=$threads" "NOFILE=$NOFILE" "MAX_CONNS=$MAX_CONNS" \
 			"BALANCE=$([[ $balance == lc ]] && echo 'least_conn;')" \
 			"SERVERS=$(backend_list nginx "$set")"
@@ -146,7 +172,7 @@ start_target() {
 		TARGET_PORT=$PORT_NGINX
 		;;
 	haproxy)
-		render "$HERE/haproxy.cfg" "$conf" "PORT=$PORT_HAPROXY" \
+		render "$HERE/haproxy.cfg" "$conf" "PORT=$PORT_HAPROXY" "BIND_TLS=$haproxy_bind" \
 			"THREADS=$threads" "MAX_CONNS=$HAPROXY_MAX_CONNS" \
 			"BALANCE=$([[ $balance == lc ]] && echo leastconn || echo roundrobin)" \
 			"SERVERS=$(backend_list haproxy "$set")"
@@ -158,7 +184,7 @@ start_target() {
 	TARGET_PID=$BG_PID
 	local logfile=$WORK_DIR/$kind.log
 	[[ $kind == nginx ]] && logfile=$WORK_DIR/nginx.err
-	wait_ready "$TARGET_PORT" "$TARGET_PID" "$logfile"
+	wait_ready "$TARGET_PORT" "$TARGET_PID" "$logfile" "$TARGET_SCHEME"
 }
 
 # stop_target: stop the target; a proxy that is already gone crashed or was
