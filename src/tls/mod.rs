@@ -64,9 +64,10 @@ impl Tls {
         })
     }
 
-    /// Whether `addr` is one of the TLS listeners.
-    pub fn is_tls_listener(&self, addr: SocketAddr) -> bool {
-        self.listen.contains(&addr)
+    /// Whether a connection accepted on local address `local` came in
+    /// through one of the TLS listeners.
+    pub fn is_tls_listener(&self, local: SocketAddr) -> bool {
+        listens_on(&self.listen, local)
     }
 
     /// Loads `config`'s certificates again and, if any file or setting
@@ -188,6 +189,16 @@ impl Tls {
     }
 }
 
+/// Whether a connection to `local` was accepted by one of `listen`: a
+/// wildcard listener (`0.0.0.0:443`, `[::]:443`) accepts on its port at
+/// any address. Plain and TLS listeners never share a port, so the port
+/// of a wildcard decides.
+fn listens_on(listen: &[SocketAddr], local: SocketAddr) -> bool {
+    listen
+        .iter()
+        .any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()))
+}
+
 /// rustls' server settings for `config`, with certificates from `resolver`.
 fn acceptor(config: &TlsConfig, resolver: &Arc<Resolver>) -> Acceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -221,4 +232,23 @@ fn observe_expiry(metrics: &Metrics, set: &CertSet) {
         })
         .collect();
     metrics.observe_certificates(&expiries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_listener_owns_its_port_at_every_address() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let wildcards = [at("0.0.0.0:8443"), at("[::]:9443")];
+        assert!(listens_on(&wildcards, at("127.0.0.1:8443")));
+        assert!(listens_on(&wildcards, at("10.1.2.3:8443")));
+        assert!(listens_on(&wildcards, at("[::1]:9443")));
+        assert!(listens_on(&wildcards, at("[::ffff:127.0.0.1]:9443")));
+        assert!(!listens_on(&wildcards, at("127.0.0.1:8080")));
+        let exact = [at("127.0.0.2:8443")];
+        assert!(listens_on(&exact, at("127.0.0.2:8443")));
+        assert!(!listens_on(&exact, at("127.0.0.1:8443")));
+    }
 }
