@@ -9,7 +9,10 @@
 //! ```
 //!
 //! A different config: `cargo run --release --example demo -- --config other.toml`;
-//! `examples/routes.toml` puts two services behind one address.
+//! `examples/routes.toml` puts two services behind one address, and
+//! `examples/tls.toml` adds HTTPS and HTTP/2 (the demo makes a self-signed
+//! certificate for `localhost` where the config names one that does not
+//! exist).
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/support/backend.rs"]
@@ -31,6 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = make_missing_certificates(&config) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // Each backend answers with its name: `backend-N` with one upstream,
     // `UPSTREAM-N` with several, so that routing shows in the answers.
     let single = config.upstreams.len() == 1;
@@ -68,10 +75,17 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let listen = config.server.listen[0];
     let admin = config.admin.listen;
-    println!("demo backends up; Switchyard on http://{listen}, admin on http://{admin}");
-    println!("try:  curl {listen}   and   curl {admin}/metrics");
+    for listen in &config.server.listen {
+        println!("demo backends up; Switchyard on http://{listen}, admin on http://{admin}");
+        println!("try:  curl {listen}   and   curl {admin}/metrics");
+    }
+    for listen in config.server.tls.iter().flat_map(|t| &t.listen) {
+        println!(
+            "and HTTPS on {listen}:  curl -k https://localhost:{}",
+            listen.port()
+        );
+    }
     match switchyard::build_server(config, cli.pingora_opt()) {
         Ok(built) => built.server.run_forever(),
         Err(e) => {
@@ -79,4 +93,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes a self-signed certificate for `localhost` (and 127.0.0.1) to
+/// every certificate and key path of `config` where neither file exists.
+fn make_missing_certificates(config: &switchyard::config::Config) -> Result<(), String> {
+    let Some(tls) = &config.server.tls else {
+        return Ok(());
+    };
+    for files in &tls.certificates {
+        if files.cert.exists() || files.key.exists() {
+            continue;
+        }
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let made = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+        for (path, pem) in [
+            (&files.cert, made.cert.pem()),
+            (&files.key, made.signing_key.serialize_pem()),
+        ] {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            std::fs::write(path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        println!(
+            "demo: made a self-signed certificate for localhost at {} (not for production)",
+            files.cert.display()
+        );
+    }
+    Ok(())
 }
