@@ -400,12 +400,11 @@ fn make_demo_certificates(config: &Path) {
         std::fs::create_dir_all(files.cert.parent().unwrap()).unwrap();
         std::fs::create_dir_all(files.key.parent().unwrap()).unwrap();
         // Written aside and renamed: a demo or another test may read it now.
-        let cert_tmp = files
-            .cert
-            .with_extension(format!("{}.tmp", std::process::id()));
-        let key_tmp = files
-            .key
-            .with_extension(format!("{}.tmp", std::process::id()));
+        let aside = |path: &Path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            path.with_file_name(format!("{name}.{}.tmp", std::process::id()))
+        };
+        let (cert_tmp, key_tmp) = (aside(&files.cert), aside(&files.key));
         std::fs::write(&key_tmp, made.signing_key.serialize_pem()).unwrap();
         std::fs::write(&cert_tmp, made.cert.pem()).unwrap();
         std::fs::rename(&key_tmp, &files.key).unwrap();
