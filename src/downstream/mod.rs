@@ -269,8 +269,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let tls = self.tls_for(&stream).cloned();
-        let server = &self.pool.snapshot().config.server;
-        let (max, header_timeout) = (server.max_connections, server.client_timeouts.header);
+        // Read and let go: a connection must not hold the snapshot it
+        // began under, nor the state of backends a reload removed.
+        let (max, header_timeout) = {
+            let snapshot = self.pool.snapshot();
+            let server = &snapshot.config.server;
+            (server.max_connections, server.client_timeouts.header)
+        };
         let _open = match Open::take(self, max) {
             Some(open) => open,
             // Before a handshake there is no way to answer: just close.

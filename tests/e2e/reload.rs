@@ -373,6 +373,35 @@ async fn a_removed_backend_finishes_its_request_and_its_series_go() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_client_connection_does_not_keep_a_removed_backend() {
+    let gone = TestBackend::start("gone", Behavior::Name).await;
+    let stays = TestBackend::start("stays", Behavior::Name).await;
+    let proxy =
+        TestProxy::start_with("watch_config = false\n", &app("", &[gone.addr, stays.addr])).await;
+    // One kept-alive connection, opened under the first config.
+    let kept = client();
+    proxy.get_ok(&kept, "/").await;
+    proxy.get_ok(&kept, "/").await;
+
+    write(&proxy.config, &proxy.config_text(&app("", &[stays.addr])));
+    assert_eq!(proxy.reload().await.0, 200);
+    let label = gone.addr.to_string();
+    eventually("the removed backend's series to go", || async {
+        let m = proxy.metrics().await;
+        let listed = m
+            .samples
+            .iter()
+            .any(|s| s.labels.get("backend") == Some(&label));
+        (!listed).then_some(())
+    })
+    .await;
+    // The connection is still the one it was, and still served.
+    assert_eq!(proxy.get_ok(&kept, "/").await, "stays");
+    let m = proxy.metrics().await;
+    assert_eq!(metric_sum(&m, "switchyard_client_connections", &[]), 1.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reloading_under_load_loses_no_request() {
     let backends = [
