@@ -301,11 +301,19 @@ impl ProxyHttp for Proxy {
         self.metrics.observe_protocol(session.is_http2());
         self.count_route(session, ctx);
         // The other client timeouts are counted where they fire, in the
-        // connection's stream.
-        if e.is_some_and(|e| {
-            *e.esource() == ErrorSource::Downstream && *e.etype() == ErrorType::ReadTimedout
-        }) {
-            self.metrics.observe_client_timeout(ClientTimeout::Body);
+        // connection's stream; an HTTP/2 stream's writes are timed by
+        // Pingora.
+        match e
+            .filter(|e| *e.esource() == ErrorSource::Downstream)
+            .map(|e| e.etype())
+        {
+            Some(ErrorType::ReadTimedout) => {
+                self.metrics.observe_client_timeout(ClientTimeout::Body)
+            }
+            Some(ErrorType::WriteTimedout) if session.is_http2() => {
+                self.metrics.observe_client_timeout(ClientTimeout::Send)
+            }
+            _ => {}
         }
         let (Some(upstream), Some((_, lease))) = (&ctx.upstream, &ctx.attempt) else {
             return;

@@ -21,6 +21,12 @@ impl Proxy {
         let snapshot = self.pool.snapshot();
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeouts.body));
+        if session.is_http2() {
+            // An HTTP/2 client can stop taking a response with flow control
+            // while still reading its socket, which the connection's own
+            // send deadline never sees: each write of the stream is timed.
+            session.set_write_timeout(Some(server.client_timeouts.send));
+        }
         if self.draining.load(Ordering::Relaxed) || server.client_timeouts.keepalive.is_none() {
             // `Connection: close`. When draining, the client's next request
             // opens a new connection, which reaches the new process (or, on

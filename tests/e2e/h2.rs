@@ -278,3 +278,42 @@ async fn a_stream_over_the_limit_is_refused_and_the_others_are_served() {
     assert_eq!(answered, [1, 3]);
     assert_eq!(backend.received(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_taking_a_response_is_cut_off_after_send_timeout() {
+    let backend = TestBackend::start("large", Behavior::Large(1 << 20)).await;
+    let server = "h2c = true\nsend_timeout = \"300ms\"\n";
+    let proxy = TestProxy::start_with(server, &app("", &[backend.addr])).await;
+    // A window of 0: the proxy may send headers, never a byte of body,
+    // while the socket itself is read as fast as it comes.
+    let mut conn = Conn::open_with(proxy.addr, &[(h2raw::SETTINGS_INITIAL_WINDOW_SIZE, 0)])
+        .await
+        .unwrap();
+    conn.send(&h2raw::get(1, "proxy.test", true)).await.unwrap();
+    let head = conn
+        .read_until(DEADLINE, |f| f.kind == h2raw::HEADERS && f.stream == 1)
+        .await
+        .unwrap();
+    assert_eq!(head.payload[0], 0x88, "a 200 from the static table");
+    let ended = conn
+        .read_until(DEADLINE, |f| {
+            f.kind == h2raw::RST_STREAM || f.kind == h2raw::GOAWAY
+        })
+        .await;
+    // Reset, or the connection closed: anything but still waiting.
+    if let Err(e) = ended {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut,
+            "the stream was never cut off"
+        );
+    }
+    proxy.wait_all_idle().await;
+    let m = proxy.metrics().await;
+    let send = metric_sum(
+        &m,
+        "switchyard_client_timeouts_total",
+        &[("timeout", "send")],
+    );
+    assert_eq!(send, 1.0);
+}

@@ -19,6 +19,8 @@ pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
 pub const WINDOW_UPDATE: u8 = 0x8;
 
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+
 pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
@@ -137,6 +139,11 @@ impl Conn {
     /// Connects, sends the preface and empty SETTINGS, and acknowledges
     /// the server's: from then on its limits apply.
     pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        Self::open_with(addr, &[]).await
+    }
+
+    /// [`open`](Self::open), sending these settings (identifier, value).
+    pub async fn open_with(addr: SocketAddr, settings: &[(u16, u32)]) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (r, w) = stream.into_split();
@@ -147,7 +154,11 @@ impl Conn {
             writer: w,
         };
         let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        let payload: Vec<u8> = settings
+            .iter()
+            .flat_map(|(id, value)| [&id.to_be_bytes()[..], &value.to_be_bytes()[..]].concat())
+            .collect();
+        hello.extend(frame(SETTINGS, 0, 0, &payload));
         conn.writer.write_all(&hello).await?;
         loop {
             let f = conn.frames.read(Duration::from_secs(5)).await?;
