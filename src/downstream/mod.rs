@@ -211,20 +211,32 @@ impl<A> Connections<A> {
                 Decision::Http1 => return Some(Protocol::Http1(buf)),
                 Decision::Http2 => return Some(Protocol::Http2(buf)),
                 Decision::More => self.more_bytes(stream, &mut buf).await?,
+                Decision::NotHttp2 => {
+                    log::debug!("closed a connection that chose h2 and sent something else");
+                    return None;
+                }
             }
         }
     }
 
     /// The TLS side for a connection accepted on `stream`'s listener, if it
-    /// is a TLS listener.
-    fn tls_for(&self, stream: &Stream) -> Option<&Arc<Tls>> {
-        let tls = self.tls.as_ref()?;
-        let local = stream
-            .get_socket_digest()?
-            .local_addr()?
-            .as_inet()
-            .copied()?;
-        tls.is_tls_listener(local).then_some(tls)
+    /// is a TLS listener; `Err` when that cannot be told (the connection is
+    /// closed rather than risk serving a TLS port in plain text).
+    fn tls_for(&self, stream: &Stream) -> Result<Option<Arc<Tls>>, ()> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let digest = stream.get_socket_digest();
+        let local = digest
+            .as_ref()
+            .and_then(|d| d.local_addr()?.as_inet().copied());
+        match local {
+            Some(local) => Ok(tls.is_tls_listener(local).then(|| Arc::clone(tls))),
+            None => {
+                log::error!("closed a client connection whose local address is unknown");
+                Err(())
+            }
+        }
     }
 }
 
@@ -268,7 +280,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let tls = self.tls_for(&stream).cloned();
+        let tls = self.tls_for(&stream).ok()?;
         // Read and let go: a connection must not hold the snapshot it
         // began under, nor the state of backends a reload removed.
         let (max, header_timeout) = {

@@ -25,6 +25,8 @@ pub enum Decision {
     Http2,
     /// Too few bytes to tell, or to hand on a whole preface.
     More,
+    /// ALPN chose `h2`, and the client sent something else.
+    NotHttp2,
 }
 
 /// Tells the protocol from `first`, the bytes read so far; `alpn_h2` if
@@ -33,18 +35,17 @@ pub fn tell(first: &[u8], alpn_h2: bool, h2c: bool) -> Decision {
     if !alpn_h2 && !h2c {
         return Decision::Http1;
     }
-    if first.len() >= H2_PREFACE.len() {
-        return if alpn_h2 || first.starts_with(H2_PREFACE) {
-            // After ALPN `h2` anything else is HTTP/2's to refuse.
-            Decision::Http2
-        } else {
-            Decision::Http1
-        };
-    }
-    if H2_PREFACE.starts_with(first) || alpn_h2 {
-        Decision::More
+    let whole = first.len() >= H2_PREFACE.len();
+    let preface = if whole {
+        first.starts_with(H2_PREFACE)
     } else {
-        Decision::Http1
+        H2_PREFACE.starts_with(first)
+    };
+    match (preface, whole, alpn_h2) {
+        (true, true, _) => Decision::Http2,
+        (true, false, _) => Decision::More,
+        (false, _, true) => Decision::NotHttp2,
+        (false, _, false) => Decision::Http1,
     }
 }
 
@@ -79,13 +80,13 @@ mod tests {
     }
 
     #[test]
-    fn alpn_h2_waits_for_the_preface_then_hands_on() {
+    fn alpn_h2_waits_for_the_preface_and_refuses_anything_else() {
         assert_eq!(tell(b"PRI", true, false), Decision::More);
-        assert_eq!(tell(b"GET", true, false), Decision::More);
         assert_eq!(tell(H2_PREFACE, true, false), Decision::Http2);
+        assert_eq!(tell(b"GET", true, false), Decision::NotHttp2);
         assert_eq!(
             tell(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true, false),
-            Decision::Http2
+            Decision::NotHttp2
         );
     }
 }
