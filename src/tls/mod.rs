@@ -101,8 +101,11 @@ impl Tls {
             .filter(|o| !certs.iter().any(|c| c.files == o.files));
         changed.extend(removed.map(|o| format!("certificate {} removed", o.label())));
         let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
-        if settings.default_certificate != config.default_certificate {
-            changed.push("default_certificate".to_string());
+        // By file, not by place: reordering the list may change the default.
+        let default = certs.get(config.default_certificate);
+        if current.default().map(|c| &c.files) != default.map(|c| &c.files) {
+            let label = default.map_or_else(String::new, Cert::label);
+            changed.push(format!("default certificate {label}"));
         }
         if (settings.min_version, settings.h2) != (config.min_version, config.h2) {
             changed.push("min_version or h2".to_string());

@@ -47,6 +47,11 @@ impl CertSet {
         &self.certs
     }
 
+    /// The certificate for clients without SNI or with an unknown name.
+    pub fn default(&self) -> Option<&Cert> {
+        self.certs.get(self.default)
+    }
+
     /// The certificate for a client that sent `sni`, by index.
     pub fn pick(&self, sni: Option<&str>) -> usize {
         let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) else {
