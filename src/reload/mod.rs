@@ -20,7 +20,7 @@ pub use watch::Triggers;
 
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{Pool, Snapshot};
 use crate::tls::Tls;
 
 /// How long the directory must be quiet after the last event before the
@@ -111,8 +111,12 @@ pub struct Reloader {
     running: Mutex<()>,
     /// Held only briefly, so `/status` never waits for a reload.
     state: Mutex<State>,
-    /// Counts applied reloads, for whoever follows them.
-    applied: tokio::sync::watch::Sender<u64>,
+    /// Counts reload attempts, for whoever follows them.
+    attempts: tokio::sync::watch::Sender<u64>,
+    /// The certificate and key files of the last config read, applied or
+    /// not: a reload that failed for want of one of them is tried again
+    /// when it appears.
+    wanted: Mutex<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +144,8 @@ impl Reloader {
                 loaded_at: SystemTime::now(),
                 last: None,
             }),
-            applied: tokio::sync::watch::Sender::new(0),
+            attempts: tokio::sync::watch::Sender::new(0),
+            wanted: Mutex::new(Vec::new()),
         }
     }
 
@@ -160,48 +165,10 @@ impl Reloader {
             Err(e) => AttemptResult::Failed {
                 error: e.to_string(),
             },
-            Ok(new) => match restart_needed(&current.config, &new).as_slice() {
-                [] => match self.reload_certificates(&new) {
-                    Err(error) => AttemptResult::Failed { error },
-                    Ok(None) if new.hash == current.config.hash => {
-                        let last_failed =
-                            self.state().last.as_ref().is_some_and(|a| !a.succeeded());
-                        if trigger == Trigger::File && !last_failed {
-                            return None;
-                        }
-                        AttemptResult::Unchanged
-                    }
-                    Ok(certificates) => {
-                        let mut diff = Diff::between(&current.config, &new);
-                        diff.certificates = certificates.unwrap_or_default();
-                        let version = if new.hash == current.config.hash {
-                            // Only certificates changed: the snapshot stays.
-                            current.version
-                        } else {
-                            for w in &new.warnings {
-                                log::warn!("{w}");
-                            }
-                            let version = self.pool.install(new);
-                            self.metrics.init_series(&self.pool.snapshot());
-                            version
-                        };
-                        self.state().loaded_at = SystemTime::now();
-                        self.metrics.observe_config_loaded(SystemTime::now());
-                        AttemptResult::Applied {
-                            version,
-                            diff: Box::new(diff),
-                        }
-                    }
-                },
-                keys => AttemptResult::Failed {
-                    error: format!(
-                        "{}: {} changed, which needs a restart or `switchyard --upgrade`; \
-                         nothing in the file was applied",
-                        self.path.display(),
-                        keys.join(", ")
-                    ),
-                },
-            },
+            Ok(new) => {
+                self.want(&new);
+                self.apply(&current, new, trigger)?
+            }
         };
         let attempt = Attempt {
             at: SystemTime::now(),
@@ -209,9 +176,7 @@ impl Reloader {
             result,
         };
         self.metrics.observe_reload(attempt.succeeded());
-        if matches!(attempt.result, AttemptResult::Applied { .. }) {
-            self.applied.send_modify(|n| *n += 1);
-        }
+        self.attempts.send_modify(|n| *n += 1);
         let why = trigger.as_str();
         match &attempt.result {
             AttemptResult::Applied { version, diff } => {
@@ -229,6 +194,54 @@ impl Reloader {
         Some(attempt)
     }
 
+    /// Swaps in `new`, a valid config, if it may be and any of it (or of
+    /// its certificates) changed; `None` for a file change that changed
+    /// nothing, see [`reload`](Self::reload).
+    fn apply(&self, current: &Snapshot, new: Config, trigger: Trigger) -> Option<AttemptResult> {
+        let keys = restart_needed(&current.config, &new);
+        if !keys.is_empty() {
+            return Some(AttemptResult::Failed {
+                error: format!(
+                    "{}: {} changed, which needs a restart or `switchyard --upgrade`; \
+                     nothing in the file was applied",
+                    self.path.display(),
+                    keys.join(", ")
+                ),
+            });
+        }
+        let certificates = match self.reload_certificates(&new) {
+            Err(error) => return Some(AttemptResult::Failed { error }),
+            Ok(certificates) => certificates,
+        };
+        let unchanged = new.hash == current.config.hash;
+        if unchanged && certificates.is_none() {
+            let last_failed = self.state().last.as_ref().is_some_and(|a| !a.succeeded());
+            if trigger == Trigger::File && !last_failed {
+                return None;
+            }
+            return Some(AttemptResult::Unchanged);
+        }
+        let mut diff = Diff::between(&current.config, &new);
+        diff.certificates = certificates.unwrap_or_default();
+        let version = if unchanged {
+            // Only certificates changed: the snapshot stays.
+            current.version
+        } else {
+            for w in &new.warnings {
+                log::warn!("{w}");
+            }
+            let version = self.pool.install(new);
+            self.metrics.init_series(&self.pool.snapshot());
+            version
+        };
+        self.state().loaded_at = SystemTime::now();
+        self.metrics.observe_config_loaded(SystemTime::now());
+        Some(AttemptResult::Applied {
+            version,
+            diff: Box::new(diff),
+        })
+    }
+
     /// Loads `new`'s certificates, if it has TLS, and installs them if any
     /// changed: what changed, or why none could be loaded (nothing of the
     /// config is applied then).
@@ -240,9 +253,32 @@ impl Reloader {
         }
     }
 
-    /// Changes with every applied reload.
-    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.applied.subscribe()
+    /// Changes with every reload attempt.
+    pub fn attempts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts.subscribe()
+    }
+
+    /// Remembers the certificate files `new` names.
+    fn want(&self, new: &Config) {
+        let files = cert_files(new);
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+
+    /// The files whose change calls for a reload: the config, and the
+    /// certificates and keys of the serving config and of the last one
+    /// read.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        files.extend(cert_files(&self.pool.snapshot().config));
+        files.extend(
+            self.wanted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        files.dedup();
+        files
     }
 
     /// The TLS side, for `/status`.
@@ -265,4 +301,12 @@ impl Reloader {
             .ok()
             .flatten()
     }
+}
+
+/// The certificate and key files `config` names.
+fn cert_files(config: &Config) -> Vec<PathBuf> {
+    let certs = config.server.tls.iter().flat_map(|t| &t.certificates);
+    certs
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .collect()
 }

@@ -26,16 +26,8 @@ impl Triggers {
         Triggers { reloader, watch }
     }
 
-    /// The files a reload reads: the config, and the certificates and keys
-    /// of the config serving now.
     fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.reloader.path.clone()];
-        if let Some(tls) = &self.reloader.pool.snapshot().config.server.tls {
-            for c in &tls.certificates {
-                files.extend([c.cert.clone(), c.key.clone()]);
-            }
-        }
-        files
+        self.reloader.watched_files()
     }
 }
 
@@ -98,8 +90,10 @@ impl Watch {
         })
     }
 
-    /// Watches the directories of `files`, and no others. The config's
-    /// must be watched; a certificate directory that cannot be is logged.
+    /// Watches the directories of `files`, and no others. Each is watched
+    /// anew every time, so one replaced since (a new directory at the
+    /// path) is watched again. The config's must be watched; a
+    /// certificate directory that cannot be is logged.
     fn sync(&mut self, files: &[PathBuf]) -> notify::Result<()> {
         let dirs: HashSet<PathBuf> = files.iter().map(|f| dir_of(f)).collect();
         for gone in self.dirs.difference(&dirs) {
@@ -108,10 +102,6 @@ impl Watch {
         let config_dir = dir_of(&files[0]);
         let mut watched = HashSet::new();
         for dir in dirs {
-            if self.dirs.contains(&dir) {
-                watched.insert(dir);
-                continue;
-            }
             match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     watched.insert(dir);
@@ -164,7 +154,7 @@ impl BackgroundService for Triggers {
                 None
             }
         };
-        let mut applied = self.reloader.applied();
+        let mut attempts = self.reloader.attempts();
         let mut watching = watch.is_some();
         loop {
             tokio::select! {
@@ -173,7 +163,7 @@ impl BackgroundService for Triggers {
                     self.reloader.reload_async(Trigger::Sighup).await;
                 }
                 // A reload from any trigger may have named other files.
-                Ok(()) = applied.changed() => {
+                Ok(()) = attempts.changed() => {
                     if let Some(w) = watch.as_mut() {
                         if let Err(e) = w.sync(&self.files()) {
                             log::error!("cannot watch the config's directory any more: {e}");

@@ -263,3 +263,78 @@ async fn a_reload_can_add_a_certificate_and_keeps_the_unchanged_one() {
         "api.test was not loaded again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordering_the_certificates_moves_the_default() {
+    let ca = Ca::new();
+    let dir = temp_dir("certs");
+    let a = ca.issue(&["a.test"], Key::P256).write(&dir, "a");
+    let b = ca.issue(&["b.test"], Key::P256).write(&dir, "b");
+    let backend = TestBackend::start("app", Behavior::Name).await;
+    let (proxy, https) = start(&[a.clone(), b.clone()], backend.addr).await;
+    let no_sni = tls::client(&ca, &[])
+        .danger_accept_invalid_certs(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("https://{https}/");
+    let r = no_sni.get(&url).send().await.unwrap();
+    assert_eq!(tls::peer_names(&r), ["a.test"], "the first is the default");
+
+    let before = tls::section(https, &[a.clone(), b.clone()], "");
+    let after = tls::section(https, &[b, a], "");
+    let text = proxy
+        .config_text(&app("", &[backend.addr]))
+        .replace(&before, &after);
+    std::fs::write(&proxy.config, text).unwrap();
+    let (code, answer) = proxy.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["changes"]["certificates"][0],
+        "default certificate b.test"
+    );
+    let r = no_sni.get(&url).send().await.unwrap();
+    assert_eq!(tls::peer_names(&r), ["b.test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_named_before_it_exists_is_loaded_when_it_appears() {
+    let ca = Ca::new();
+    let a = ca
+        .issue(&["a.test"], Key::P256)
+        .write(&temp_dir("certs"), "a");
+    let backend = TestBackend::start("app", Behavior::Name).await;
+    let (proxy, https) = start(std::slice::from_ref(&a), backend.addr).await;
+
+    // The config names a certificate its issuer has not written yet, in a
+    // directory of its own: the reload fails and says which file.
+    let later = temp_dir("later");
+    let b = (later.join("b.pem"), later.join("b.key"));
+    let before = tls::section(https, std::slice::from_ref(&a), "");
+    let after = tls::section(https, &[a.clone(), b.clone()], "");
+    let text = proxy
+        .config_text(&app("", &[backend.addr]))
+        .replace(&before, &after);
+    std::fs::write(&proxy.config, text).unwrap();
+    let status = eventually("the failed reload", || async {
+        let s = proxy.status().await;
+        (s["config"]["last_reload"]["result"] == "failure").then_some(s)
+    })
+    .await;
+    let error = status["config"]["last_reload"]["error"].as_str().unwrap();
+    assert!(error.contains(&b.0.display().to_string()), "{error}");
+
+    // Written there later, as an issuer does: picked up without a signal.
+    replace_by_rename(&later, "b", &ca.issue(&["b.test"], Key::P256));
+    let http = tls::client(&ca, &[("b.test", https)]).build().unwrap();
+    let url = format!("https://b.test:{}/", https.port());
+    eventually("b.test to be served", || async {
+        let r = http.get(&url).send().await.ok()?;
+        (tls::peer_names(&r) == ["b.test"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        proxy.status().await["config"]["last_reload"]["result"],
+        "success"
+    );
+}
