@@ -139,8 +139,8 @@ impl Proxy {
             .and_then(|t| t.listen.first())
             .map(|a| a.port());
         let location = port.and_then(|port| {
-            let (host, target) = routing_facts(session.req_header());
-            https::location(&host, &target, port)
+            let (host, target) = raw_facts(session.req_header());
+            https::location(host, target, port)
         });
         // The body, if any, is not read.
         if has_body(session.req_header()) {
@@ -158,10 +158,19 @@ impl Proxy {
 
 /// What routing needs of a request head: the host it names (the
 /// absolute-form authority, else `Host`, else HTTP/2's `:authority`), and
-/// its target in origin form.
-/// A target that is not UTF-8 is given as is, lossily: its path cannot
-/// match a route's, and normalising refuses what it cannot read.
+/// its target in origin form. A target that is not UTF-8 is given as is,
+/// lossily: its path cannot match a route's, and normalising refuses what
+/// it cannot read.
 fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>) {
+    let (host, target) = raw_facts(req);
+    (
+        String::from_utf8_lossy(host),
+        String::from_utf8_lossy(target),
+    )
+}
+
+/// [`routing_facts`], as the bytes the request carried.
+fn raw_facts(req: &RequestHeader) -> (&[u8], &[u8]) {
     let raw = req.raw_path();
     let (authority, target) = match raw_target_authority(raw) {
         RawTargetAuthority::Absolute {
@@ -175,10 +184,7 @@ fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow
         .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
         .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
-    (
-        String::from_utf8_lossy(host),
-        String::from_utf8_lossy(target),
-    )
+    (host, target)
 }
 
 /// Whether the request says it has a body (unread when answered locally).

@@ -56,6 +56,11 @@ fn tls_settings_are_checked_where_written() {
             6,
             "max-age=",
         ),
+        (
+            "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncertificates = [{ cert = \"a.pem\", key = \"\" }]",
+            5,
+            "bad key ``",
+        ),
         ("redirect_https = true", 3, "add [server.tls]"),
         ("h2_max_streams = 0", 3, "h2_max_streams"),
     ];
@@ -197,13 +202,30 @@ fn config_with(certs: &[(PathBuf, PathBuf)]) -> PathBuf {
     path
 }
 
+/// Runs the binary with `args`; one still running after a while (a start
+/// that should have been refused) is killed, failing the test.
 fn run(args: &[&str], config: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .arg("--config")
         .arg(config)
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > crate::support::DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "`switchyard {args:?}` still runs after {:?}",
+                crate::support::DEADLINE
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]

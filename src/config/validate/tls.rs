@@ -129,10 +129,10 @@ impl Source<'_> {
     fn cert_files(&self, c: Spanned<CertSection>) -> Result<CertFiles, Box<ConfigError>> {
         let span = c.span();
         let c = c.into_inner();
-        let file = |v: &Option<Spanned<String>>, key: &str| match v {
+        let file = |v: &Option<Spanned<String>>, key: &'static str| match v {
             None => Err(self.error(span.clone(), ErrorKind::MissingKey(key.into()))),
             Some(p) if p.get_ref().is_empty() => {
-                Err(self.bad_value(p, "cert", "write the path of a PEM file".into()))
+                Err(self.bad_value(p, key, "write the path of a PEM file".into()))
             }
             Some(p) => Ok(self.relative(p.get_ref())),
         };
