@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use reqwest::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,7 +12,9 @@ use crate::support::backend::large_body;
 use crate::support::h2raw::{self, Conn};
 use crate::support::proxy::{app, metric_sum};
 use crate::support::tls::{self, Ca, Key};
-use crate::support::{client, closed_port, temp_dir, Behavior, TestBackend, TestProxy, DEADLINE};
+use crate::support::{
+    client, closed_port, eventually, temp_dir, Behavior, TestBackend, TestProxy, DEADLINE,
+};
 
 async fn three_backends() -> Vec<TestBackend> {
     let mut backends = Vec::new();
@@ -80,7 +81,8 @@ async fn over_tls_alpn_picks_h2_and_each_request_is_balanced() {
     for (backend, n) in &counts {
         assert!((32..=34).contains(n), "{backend}: {n} of 99, {counts:?}");
     }
-    let m = proxy.metrics().await;
+    // Requests are counted once answered: wait for the last.
+    let m = proxy.metrics_after(100.0).await;
     let handshakes = metric_sum(
         &m,
         "switchyard_tls_handshakes_total",
@@ -141,7 +143,7 @@ async fn h2c_serves_prior_knowledge_next_to_http1() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    let m = proxy.metrics().await;
+    let m = proxy.metrics_after(32.0).await;
     let by = |p| {
         metric_sum(
             &m,
@@ -220,7 +222,10 @@ async fn bodies_limits_and_routes_hold_for_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_streams_share_one_connection() {
-    let backend = TestBackend::start("slow", Behavior::Delay(Duration::from_millis(200))).await;
+    // The backend answers none until it holds all 100: they can only get
+    // there side by side.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let backend = TestBackend::start("gated", Behavior::Gated(gate)).await;
     let proxy = TestProxy::start_with("h2c = true\n", &app("", &[backend.addr])).await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
@@ -235,16 +240,16 @@ async fn many_streams_share_one_connection() {
         streams.push(resp);
         h2 = h2.ready().await.unwrap();
     }
+    eventually("all 100 streams at the backend at once", || async {
+        (backend.received() == 100).then_some(())
+    })
+    .await;
+    assert_eq!(backend.max_in_flight(), 100);
+    open.send(true).unwrap();
     for resp in streams {
         let resp = tokio::time::timeout(DEADLINE, resp).await.unwrap().unwrap();
         assert_eq!(resp.status(), 200);
     }
-    assert_eq!(backend.received(), 100);
-    assert!(
-        backend.max_in_flight() >= 50,
-        "the streams ran side by side: at most {} at once",
-        backend.max_in_flight()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,4 +321,24 @@ async fn a_client_that_stops_taking_a_response_is_cut_off_after_send_timeout() {
         &[("timeout", "send")],
     );
     assert_eq!(send, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_no_stream_closes_after_keepalive_timeout() {
+    let backend = TestBackend::start("a", Behavior::Name).await;
+    let server = "h2c = true\nkeepalive_timeout = \"300ms\"\n";
+    let proxy = TestProxy::start_with(server, &app("", &[backend.addr])).await;
+    let mut conn = Conn::open(proxy.addr).await.unwrap();
+    conn.send(&h2raw::get(1, "proxy.test", true)).await.unwrap();
+    let answered = conn
+        .read_until(DEADLINE, |f| {
+            f.kind == h2raw::DATA && f.flags & h2raw::END_STREAM != 0
+        })
+        .await;
+    assert!(answered.is_ok(), "{answered:?}");
+    // Then nothing: the proxy closes it (a GOAWAY, or the socket).
+    let closed = conn.read_until(DEADLINE, |f| f.kind == h2raw::GOAWAY).await;
+    if let Err(e) = closed {
+        assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "still open");
+    }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use crate::support::proxy::{app, metric_sum};
 use crate::support::tls::{self, Ca, Key};
-use crate::support::{client, closed_port, temp_dir, Behavior, TestBackend, TestProxy};
+use crate::support::{
+    client, closed_port, eventually, temp_dir, Behavior, TestBackend, TestProxy, DEADLINE,
+};
 
 /// Three certificates, one per kind of key: `api.test` (ECDSA), every
 /// `*.apps.test` (Ed25519), and `fallback.test` (RSA), the default.
@@ -246,4 +248,84 @@ async fn failed_handshakes_are_counted_and_min_version_holds() {
         |result| metric_sum(&m, "switchyard_tls_handshakes_total", &[("result", result)]);
     assert_eq!(handshakes("failure"), 2.0);
     assert_eq!(handshakes("success"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_is_closed_at_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let three = three();
+    let backend = TestBackend::start("a", Behavior::Name).await;
+    let https = closed_port();
+    let lines = format!(
+        "header_timeout = \"300ms\"\n{}",
+        tls::section(https, &three.files, "")
+    );
+    let proxy = TestProxy::start_with(&lines, &app("", &[backend.addr])).await;
+    // The first bytes of a ClientHello's record, and then nothing.
+    let mut raw = tokio::net::TcpStream::connect(https).await.unwrap();
+    raw.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection was left open");
+    let m = proxy.metrics().await;
+    let failed = metric_sum(
+        &m,
+        "switchyard_tls_handshakes_total",
+        &[("result", "failure")],
+    );
+    assert_eq!(failed, 1.0);
+    assert_eq!(metric_sum(&m, "switchyard_client_connections", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_over_max_connections_is_closed_before_the_handshake() {
+    use tokio::io::AsyncWriteExt;
+    let three = three();
+    let backend = TestBackend::start("a", Behavior::Name).await;
+    let https = closed_port();
+    let lines = format!(
+        "max_connections = 1\n{}",
+        tls::section(https, &three.files, "")
+    );
+    let proxy = TestProxy::start_with(&lines, &app("", &[backend.addr])).await;
+    let counted = |n: f64| {
+        let proxy = &proxy;
+        async move {
+            eventually(&format!("{n} open connections"), || async {
+                let m = proxy.metrics().await;
+                (metric_sum(&m, "switchyard_client_connections", &[]) == n).then_some(())
+            })
+            .await
+        }
+    };
+    counted(0.0).await;
+    // One kept-alive plain connection fills the cap.
+    let mut held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = crate::support::wire::read_response(&mut held, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    counted(1.0).await;
+
+    let http = tls::client(&three.ca, &[("api.test", https)])
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("https://api.test:{}/", https.port());
+    assert!(
+        http.get(&url).send().await.is_err(),
+        "no room: no handshake"
+    );
+    let m = proxy.metrics().await;
+    let refused = metric_sum(&m, "switchyard_client_connections_refused_total", &[]);
+    assert_eq!(refused, 1.0);
+    let handshakes = metric_sum(&m, "switchyard_tls_handshakes_total", &[]);
+    assert_eq!(handshakes, 0.0, "none was begun");
+
+    drop(held);
+    counted(0.0).await;
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
 }

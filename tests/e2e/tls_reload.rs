@@ -16,6 +16,9 @@ use crate::support::{eventually, temp_dir, Behavior, TestBackend, TestProxy};
 const MAX_REQUESTS: usize = 20_000;
 const MAX_TIME: Duration = Duration::from_secs(30);
 
+/// Clients in a load, each with one request at a time.
+const CLIENTS: usize = 2;
+
 /// Clients that each open a new connection for every request to `name`
 /// on `https` and record the names of the certificate they got.
 struct Load {
@@ -29,7 +32,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut clients = tokio::task::JoinSet::new();
-        for _ in 0..2 {
+        for _ in 0..CLIENTS {
             let http = tls::client(ca, &[(name, https)])
                 .pool_max_idle_per_host(0)
                 .build()
@@ -71,10 +74,15 @@ impl Load {
         .await
     }
 
-    /// The certificates the last few requests got.
-    fn last(&self, n: usize) -> Vec<Vec<String>> {
-        let seen = self.seen.lock().unwrap();
-        seen[seen.len().saturating_sub(n)..].to_vec()
+    /// The certificates of the next `n` requests to end, leaving out one
+    /// per client: those may have begun before now.
+    async fn next(&self, n: usize) -> Vec<Vec<String>> {
+        let from = self.seen.lock().unwrap().len() + CLIENTS;
+        eventually(&format!("{n} more requests"), || async {
+            let seen = self.seen.lock().unwrap();
+            (seen.len() >= from + n).then(|| seen[from..from + n].to_vec())
+        })
+        .await
     }
 
     /// Stops the clients and asserts that none of their requests failed.
@@ -124,12 +132,8 @@ async fn a_certificate_renamed_into_place_serves_new_connections() {
     );
     load.wait_for(&["api.test", "v2.api.test"]).await;
     // Once swapped, every new connection gets the new one.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        load.last(20).iter().all(|n| n.len() == 2),
-        "{:?}",
-        load.last(20)
-    );
+    let next = load.next(20).await;
+    assert!(next.iter().all(|n| n.len() == 2), "{next:?}");
     let sent = load.finish().await;
     assert!(sent > 20, "the clients kept sending: {sent}");
 
@@ -212,10 +216,10 @@ async fn a_broken_replacement_keeps_the_old_certificate_and_says_why() {
         metric_sum(&m, "switchyard_config_last_reload_successful", &[]),
         0.0
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = load.next(20).await;
     assert!(
-        load.last(20).iter().all(|n| n == &["api.test"]),
-        "the old one serves"
+        next.iter().all(|n| n == &["api.test"]),
+        "the old one serves: {next:?}"
     );
 
     // Fixed: the pair is whole again and serves.
