@@ -88,11 +88,12 @@ async fn each_name_gets_its_certificate_and_the_rest_the_default() {
         .await;
     assert!(refused.is_err(), "the default does not name other.test");
 
-    let m = proxy.metrics().await;
+    // The proxy learns of the refusal from the client's alert, which may
+    // arrive after the client has already reported its error.
+    let m = handshakes_counted(&proxy, "failure", 1.0).await;
     let handshakes =
         |result| metric_sum(&m, "switchyard_tls_handshakes_total", &[("result", result)]);
     assert!(handshakes("success") >= 7.0, "{}", handshakes("success"));
-    assert!(handshakes("failure") >= 1.0, "the refused one");
     let expiry = |c| {
         metric_sum(
             &m,
@@ -243,11 +244,27 @@ async fn failed_handshakes_are_counted_and_min_version_holds() {
         .unwrap();
     assert_eq!(new.get(&url).send().await.unwrap().status(), 200);
 
-    let m = proxy.metrics().await;
+    let m = handshakes_counted(&proxy, "failure", 2.0).await;
     let handshakes =
         |result| metric_sum(&m, "switchyard_tls_handshakes_total", &[("result", result)]);
     assert_eq!(handshakes("failure"), 2.0);
     assert_eq!(handshakes("success"), 1.0);
+}
+
+/// The metrics once `switchyard_tls_handshakes_total{result}` has reached
+/// `at_least`: a failed handshake is counted when the proxy sees it fail,
+/// which can be just after the client has.
+async fn handshakes_counted(
+    proxy: &TestProxy,
+    result: &str,
+    at_least: f64,
+) -> prometheus_parse::Scrape {
+    eventually("the handshake count", || async {
+        let m = proxy.metrics().await;
+        let n = metric_sum(&m, "switchyard_tls_handshakes_total", &[("result", result)]);
+        (n >= at_least).then_some(m)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,14 +284,18 @@ async fn a_stalled_handshake_is_closed_at_header_timeout() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the connection was left open");
-    let m = proxy.metrics().await;
+    let m = handshakes_counted(&proxy, "failure", 1.0).await;
     let failed = metric_sum(
         &m,
         "switchyard_tls_handshakes_total",
         &[("result", "failure")],
     );
     assert_eq!(failed, 1.0);
-    assert_eq!(metric_sum(&m, "switchyard_client_connections", &[]), 0.0);
+    eventually("the stalled connection to be let go", || async {
+        let m = proxy.metrics().await;
+        (metric_sum(&m, "switchyard_client_connections", &[]) == 0.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
