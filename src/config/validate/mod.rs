@@ -15,6 +15,7 @@ use super::file::{FileConfig, ServerSection};
 use super::*;
 
 mod affinity;
+mod health;
 mod routes;
 mod tls;
 mod upstream;
