@@ -203,6 +203,7 @@ fn health_summary(u: &UpstreamConfig) -> String {
             let what = match &c.probe {
                 Probe::Tcp => "tcp connect".to_string(),
                 Probe::Http { path, .. } => format!("http GET {path}"),
+                Probe::Grpc { service } => format!("grpc Health/Check {service:?}"),
             };
             format!(
                 "checks: {what} every {}, down after {}, up after {}",

@@ -152,6 +152,10 @@ fn check_settings(c: &HealthCheck) -> Value {
             v["host"] = host.as_deref().into();
             v["expect_status"] = expect.iter().map(ToString::to_string).collect();
         }
+        Probe::Grpc { service } => {
+            v["type"] = "grpc".into();
+            v["service"] = service.as_str().into();
+        }
     }
     v
 }

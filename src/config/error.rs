@@ -100,6 +100,13 @@ pub enum ErrorKind {
     },
     #[error("`{0}` applies only to type = \"http\" checks; remove it, or set type = \"http\"")]
     HttpOnly(&'static str),
+    #[error("`{key}` applies only to {only}; remove it, or set {only}")]
+    OnlyWith {
+        key: &'static str,
+        only: &'static str,
+    },
+    #[error("{0}")]
+    Certificate(String),
 }
 
 fn suggest(suggestion: &Option<String>, valid: &[String]) -> String {

@@ -107,6 +107,20 @@ pub struct UpstreamSection {
     pub hash_balance_factor: Option<Spanned<f64>>,
     pub latency_decay: Option<Spanned<String>>,
     pub sticky: Option<Spanned<StickySection>>,
+    pub protocol: Option<Spanned<String>>,
+    pub max_streams_per_connection: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<UpstreamTlsSection>>,
+}
+
+/// `[upstreams.NAME.tls]`: TLS to the backends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    pub sni: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub verify: Option<Spanned<bool>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME.sticky]`: the affinity cookie.
@@ -137,6 +151,8 @@ pub struct HealthCheckSection {
     pub healthy_threshold: Option<Spanned<i64>>,
     pub unhealthy_threshold: Option<Spanned<i64>>,
     pub initial_state: Option<Spanned<String>>,
+    /// For `type = "grpc"`: the service asked about.
+    pub service: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME.passive_health_check]`: ejection on failed requests.

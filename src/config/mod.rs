@@ -5,6 +5,7 @@
 mod affinity;
 mod error;
 mod file;
+mod protocol;
 mod tls;
 mod upstream;
 mod validate;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use affinity::*;
 pub use error::{ConfigError, ErrorKind, LoadError, Position, Warning};
+pub use protocol::*;
 pub use tls::*;
 pub use upstream::*;
 

@@ -78,6 +78,13 @@ pub struct UpstreamConfig {
     pub latency_decay: Duration,
     /// The sticky cookie, if configured (any balance).
     pub sticky: Option<super::Sticky>,
+    /// HTTP/1.1 or HTTP/2 to the backends. Default HTTP/1.1.
+    pub protocol: super::Protocol,
+    /// Concurrent requests on one HTTP/2 connection to a backend. Default
+    /// [`DEFAULT_MAX_STREAMS_PER_CONNECTION`](super::DEFAULT_MAX_STREAMS_PER_CONNECTION).
+    pub max_streams_per_connection: u32,
+    /// TLS to the backends, if configured.
+    pub tls: Option<super::UpstreamTls>,
 }
 
 /// `[upstreams.NAME.retry_budget]`: over the last [`RETRY_BUDGET_WINDOW`],
@@ -126,10 +133,13 @@ pub enum Probe {
         host: Option<String>,
         expect: Vec<StatusMatch>,
     },
+    /// `grpc.health.v1.Health/Check` for `service` (`""`: the whole
+    /// server) over HTTP/2; pass on `SERVING`.
+    Grpc { service: String },
 }
 
 impl Probe {
-    pub const NAMES: [&'static str; 2] = ["http", "tcp"];
+    pub const NAMES: [&'static str; 3] = ["grpc", "http", "tcp"];
 }
 
 /// One entry of `expect_status`.
@@ -208,17 +218,32 @@ pub enum Outcome {
     Protocol,
     /// The backend answered with a 5xx status.
     ServerError,
+    /// The TLS handshake with the backend failed (its certificate, most
+    /// often).
+    Tls,
+    /// A gRPC response with `grpc-status` 14, UNAVAILABLE.
+    GrpcUnavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Connect,
         Outcome::Timeout,
         Outcome::Reset,
         Outcome::Protocol,
         Outcome::ServerError,
+        Outcome::Tls,
+        Outcome::GrpcUnavailable,
     ];
-    pub const NAMES: [&'static str; 5] = ["connect", "timeout", "reset", "protocol", "5xx"];
+    pub const NAMES: [&'static str; 7] = [
+        "connect",
+        "timeout",
+        "reset",
+        "protocol",
+        "5xx",
+        "tls",
+        "grpc_unavailable",
+    ];
 
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
@@ -230,9 +255,10 @@ impl Outcome {
 pub struct Outcomes(u8);
 
 impl Outcomes {
-    /// Every failure to get a response counts; a 5xx does not, since an
-    /// app answering 500 to one bad request is not down (as in nginx).
-    pub const DEFAULT: Outcomes = Outcomes(0b01111);
+    /// Every failure to get a response counts; a 5xx or a gRPC
+    /// UNAVAILABLE does not, since an app answering 500 to one bad request
+    /// is not down (as in nginx).
+    pub const DEFAULT: Outcomes = Outcomes(0b010_1111);
 
     pub fn empty() -> Self {
         Outcomes(0)

@@ -3,6 +3,7 @@
 //! backend's shared [`Health`](crate::pool::health::Health). Also the
 //! reporting of ejections, which the proxy decides on request outcomes.
 
+mod grpc;
 mod probe;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::config::HealthCheck;
 use crate::metrics::{CheckResult, Metrics};
 use crate::pool::health::{self, Ejection};
 use crate::pool::{BackendState, Pool, Snapshot, Verdict};
+use crate::proxy::PeerTemplate;
 
 pub use probe::Probe;
 
@@ -33,6 +35,8 @@ pub struct Checker {
 struct Task {
     upstream: String,
     check: Arc<HealthCheck>,
+    /// How the backend is reached ([`PeerTemplate::key`]).
+    transport: u64,
     handle: JoinHandle<()>,
 }
 
@@ -50,7 +54,8 @@ impl Checker {
             for b in upstream.backends() {
                 let key = Arc::as_ptr(&b.state) as usize;
                 if let Some(check) = upstream.health_check() {
-                    wanted.insert(key, (upstream.name(), check, &b.state));
+                    let peer = upstream.peer_template();
+                    wanted.insert(key, (upstream.name(), check, &b.state, peer));
                 } else {
                     unchecked.insert(key, &b.state);
                 }
@@ -59,8 +64,10 @@ impl Checker {
         let stale: Vec<usize> = tasks
             .iter()
             .filter(|(key, task)| {
-                !wanted.get(*key).is_some_and(|(name, check, _)| {
-                    task.upstream == *name && *task.check == ***check
+                !wanted.get(*key).is_some_and(|(name, check, _, peer)| {
+                    task.upstream == *name
+                        && *task.check == ***check
+                        && task.transport == peer.key()
                 })
             })
             .map(|(key, _)| *key)
@@ -78,13 +85,15 @@ impl Checker {
                 state.health().clear_checks(health::now());
             }
         }
-        for (key, (name, check, state)) in wanted {
+        for (key, (name, check, state, peer)) in wanted {
             tasks.entry(key).or_insert_with(|| Task {
                 upstream: name.to_string(),
                 check: Arc::clone(check),
+                transport: peer.key(),
                 handle: tokio::spawn(run(
                     name.to_string(),
                     Arc::clone(check),
+                    Arc::clone(peer),
                     Arc::clone(state),
                     Arc::clone(&self.metrics),
                 )),
@@ -120,11 +129,13 @@ impl BackgroundService for Checker {
 async fn run(
     upstream: String,
     check: Arc<HealthCheck>,
+    peer: Arc<PeerTemplate>,
     state: Arc<BackendState>,
     metrics: Arc<Metrics>,
 ) {
     let probe = Probe::new(
         &check.probe,
+        &peer,
         state.address(),
         state.socket_addr(),
         check.timeout,

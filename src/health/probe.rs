@@ -1,5 +1,7 @@
-//! One active check of one backend, over Pingora's own connectors: a TCP
-//! connect, or an HTTP GET whose status must match `expect_status`.
+//! One active check of one backend, over Pingora's own connectors and the
+//! upstream's protocol and TLS: a TCP connect, an HTTP GET whose status
+//! must match `expect_status`, or a gRPC `grpc.health.v1.Health/Check`
+//! (`grpc.rs`) that must answer `SERVING`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -11,7 +13,9 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::{Error, ErrorType};
 
+use super::grpc::GrpcCheck;
 use crate::config::{self, StatusMatch};
+use crate::proxy::PeerTemplate;
 
 /// A ready-to-run check of one backend.
 pub struct Probe {
@@ -24,6 +28,7 @@ pub struct Probe {
 enum Kind {
     Tcp(Box<TcpHealthCheck>),
     Http(Box<HttpHealthCheck>),
+    Grpc(Box<GrpcCheck>),
 }
 
 /// The `CustomCode` name of a status `expect_status` does not allow.
@@ -36,6 +41,7 @@ impl Probe {
     /// cut off by time is always reported as a timeout.
     pub fn new(
         probe: &config::Probe,
+        template: &PeerTemplate,
         address: &str,
         socket_addr: SocketAddr,
         limit: Duration,
@@ -52,14 +58,14 @@ impl Probe {
             config::Probe::Http { path, host, expect } => {
                 let host = host.as_deref().unwrap_or(address);
                 let mut check = HttpHealthCheck::new(host, false);
-                let options = &mut check.peer_template.options;
-                options.connection_timeout = Some(limit);
-                options.read_timeout = Some(limit);
-                options.write_timeout = Some(limit);
+                check.peer_template = template.check_peer(address, socket_addr, limit);
                 let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
                 req.append_header("Host", host)?;
                 req.append_header("User-Agent", "switchyard-health-check")?;
-                req.append_header("Connection", "close")?;
+                if !template.http2() {
+                    // HTTP/2 has no such header: each check is a stream.
+                    req.append_header("Connection", "close")?;
+                }
                 check.req = req;
                 let (expect, last) = (expect.clone(), Arc::clone(&status));
                 check.validator = Some(Box::new(move |resp| {
@@ -74,6 +80,10 @@ impl Probe {
                     )
                 }));
                 Kind::Http(Box::new(check))
+            }
+            config::Probe::Grpc { service } => {
+                let peer = template.check_peer(address, socket_addr, limit);
+                Kind::Grpc(Box::new(GrpcCheck::new(peer, address, service)))
             }
         };
         Ok(Probe {
@@ -91,6 +101,7 @@ impl Probe {
                 .check(&self.target)
                 .await
                 .map(|()| format!("status {}", self.status.load(Ordering::Relaxed))),
+            Kind::Grpc(check) => return check.run().await,
         };
         outcome.map_err(|e| describe(&e))
     }

@@ -5,22 +5,23 @@
 //! codes and fixed words. Pool gauges are read from the current snapshot at
 //! scrape time, so they can never drift or underflow.
 
+mod grpc;
 mod names;
+mod scrape;
 mod series;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::config::Outcome;
-use crate::pool::{health, BackendState, Pool, Snapshot};
+use crate::pool::{BackendState, Snapshot};
 
 pub use names::*;
 use series::position;
@@ -71,6 +72,8 @@ pub struct Metrics {
     cert_expiry: prometheus::GaugeVec,
     /// protocol: requests by the protocol the client spoke.
     by_protocol: IntCounterVec,
+    /// upstream, backend, grpc_status.
+    grpc_responses: IntCounterVec,
     /// Its series, resolved once: counted on every request.
     by_protocol_series: [IntCounter; 2],
     /// Every (upstream, backend) given series, so those of removed
@@ -99,7 +102,7 @@ impl Metrics {
                 backend,
             )
             .expect("valid histogram"),
-            upstream_failures: counter(UPSTREAM_FAILURES_TOTAL, "Failed attempts on a backend, by kind (connect, timeout, reset, protocol).", &["upstream", "backend", "kind"]),
+            upstream_failures: counter(UPSTREAM_FAILURES_TOTAL, "Failed attempts on a backend, by kind (connect, timeout, reset, protocol, tls).", &["upstream", "backend", "kind"]),
             retries: counter(RETRIES_TOTAL, "Extra attempts on another backend after a failure.", &["upstream"]),
             retry_budget_exhausted: counter(RETRY_BUDGET_EXHAUSTED_TOTAL, "Retries not made because the upstream's retry budget was spent.", &["upstream"]),
             local_responses: counter(LOCAL_RESPONSES_TOTAL, "Responses the proxy made itself (no backend answered), by status code.", &["code"]),
@@ -120,6 +123,7 @@ impl Metrics {
             cert_expiry: prometheus::GaugeVec::new(Opts::new(TLS_CERTIFICATE_EXPIRY, "When each serving certificate expires, as Unix time (alert well before it)."), &["certificate"]).expect("valid gauge"),
             by_protocol,
             by_protocol_series,
+            grpc_responses: grpc::responses(),
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
@@ -143,7 +147,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 25] = [
+        let all: [Box<dyn prometheus::core::Collector>; 26] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -168,6 +172,7 @@ impl Metrics {
             Box::new(metrics.tls_handshakes.clone()),
             Box::new(metrics.cert_expiry.clone()),
             Box::new(metrics.by_protocol.clone()),
+            Box::new(metrics.grpc_responses.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -334,122 +339,11 @@ impl Metrics {
         self.reloads.with_label_values(&[result]).inc();
         self.last_reload_ok.set(i64::from(success));
     }
-
-    /// Drops the series of backends (and upstreams) that the current
-    /// snapshot no longer lists and that have no request left in flight.
-    fn forget_removed(&self, pool: &Pool, snapshot: &Snapshot) {
-        let listed = |u: &str, b: &str| {
-            snapshot
-                .upstreams()
-                .iter()
-                .any(|up| up.name() == u && up.backends().iter().any(|x| x.state.address() == b))
-        };
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        known.retain(|(u, b)| {
-            if listed(u, b) || pool.is_live(u, b) {
-                return true;
-            }
-            forget(&self.requests, u, b);
-            forget(&self.duration, u, b);
-            forget(&self.upstream_failures, u, b);
-            forget(&self.health_checks, u, b);
-            forget(&self.ejections, u, b);
-            false
-        });
-        // A removed route's series go with it; a request it took before the
-        // reload may still count once more, and its series returns until
-        // the next scrape.
-        let routes: HashSet<&str> = snapshot
-            .routes()
-            .routes()
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
-        for family in self.route_requests.collect() {
-            for m in family.get_metric() {
-                let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map_or("", |l| l.value())
-                };
-                let (route, code) = (label("route"), label("code"));
-                if !routes.contains(route) {
-                    let _ = self.route_requests.remove_label_values(&[route, code]);
-                }
-            }
-        }
-        let upstreams: HashSet<&str> = known.iter().map(|(u, _)| u.as_str()).collect();
-        let gone =
-            |u: &str| !upstreams.contains(u) && !snapshot.upstreams().iter().any(|x| x.name() == u);
-        for per_upstream in self.per_upstream() {
-            for family in per_upstream.collect() {
-                for m in family.get_metric() {
-                    let u = m.get_label().first().map_or("", |l| l.value());
-                    if gone(u) {
-                        let _ = per_upstream.remove_label_values(&[u]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The Prometheus text exposition of every metric, with pool gauges read
-    /// from the current snapshot now.
-    pub fn render(&self, pool: &Pool) -> String {
-        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = pool.snapshot();
-        self.forget_removed(pool, &snapshot);
-        self.in_flight.reset();
-        self.healthy.reset();
-        self.weight.reset();
-        self.panic.reset();
-        let now = health::now();
-        for upstream in snapshot.upstreams() {
-            self.panic
-                .with_label_values(&[upstream.name()])
-                .set(i64::from(upstream.in_panic()));
-            for b in upstream.backends() {
-                let labels = [upstream.name(), b.state.address()];
-                self.in_flight
-                    .with_label_values(&labels)
-                    .set(b.state.in_flight() as i64);
-                self.healthy
-                    .with_label_values(&labels)
-                    .set(i64::from(b.state.health().usable(now)));
-                self.weight
-                    .with_label_values(&labels)
-                    .set(i64::from(b.weight));
-            }
-        }
-        let mut out = Vec::new();
-        // Encoding into a Vec fails only on invalid metric families, which
-        // `register` has already refused.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
-    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Removes every series of `vec` labelled with this upstream and backend.
-fn forget<B: MetricVecBuilder>(vec: &MetricVec<B>, upstream: &str, backend: &str) {
-    for family in vec.collect() {
-        for m in family.get_metric() {
-            let labels: HashMap<&str, &str> = m
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value()))
-                .collect();
-            if labels.get("upstream") == Some(&upstream) && labels.get("backend") == Some(&backend)
-            {
-                let _ = vec.remove(&labels);
-            }
-        }
     }
 }
 

@@ -29,6 +29,7 @@ pub const HASH_KEY_MISSING_TOTAL: &str = "switchyard_hash_key_missing_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "switchyard_tls_handshakes_total";
 pub const TLS_CERTIFICATE_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
 pub const REQUESTS_BY_PROTOCOL_TOTAL: &str = "switchyard_requests_by_protocol_total";
+pub const GRPC_RESPONSES_TOTAL: &str = "switchyard_grpc_responses_total";
 
 /// The `protocol` labels of `switchyard_requests_by_protocol_total`.
 pub const PROTOCOLS: [&str; 2] = ["http1", "h2"];
@@ -41,11 +42,12 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// The `kind` labels of `switchyard_upstream_failures_total`: every
 /// [`Outcome`] that is not a response.
-pub const FAILURE_KINDS: [Outcome; 4] = [
+pub const FAILURE_KINDS: [Outcome; 5] = [
     Outcome::Connect,
     Outcome::Timeout,
     Outcome::Reset,
     Outcome::Protocol,
+    Outcome::Tls,
 ];
 
 /// The `result` labels of `switchyard_health_checks_total`.

@@ -2,6 +2,7 @@
 //! of a backend for each attempt, from the usable ones when there are any
 //! and from the least bad otherwise (panic mode).
 
+use crate::proxy::PeerTemplate;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,8 @@ pub struct Upstream {
     pub(super) sticky: Option<StickyIds>,
     pub(super) latency_decay: Duration,
     pub(super) counters: Arc<Counters>,
+    /// How its backends are reached: protocol and TLS.
+    pub(super) peer: Arc<PeerTemplate>,
 }
 
 impl Upstream {
@@ -168,7 +171,13 @@ impl Upstream {
             sticky,
             latency_decay: config.latency_decay,
             counters,
+            peer: Arc::new(PeerTemplate::new(config)),
         }
+    }
+
+    /// How its backends are reached.
+    pub fn peer_template(&self) -> &Arc<PeerTemplate> {
+        &self.peer
     }
 
     pub fn name(&self) -> &str {

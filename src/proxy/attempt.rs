@@ -58,7 +58,17 @@ impl Proxy {
             self.metrics.observe_retry(upstream.name());
             ctx.attempt_started = Instant::now();
         }
-        let peer = peer_for(&upstream, &lease);
+        let mut peer = peer_for(&upstream, &lease);
+        if let Some(deadline) = ctx.deadline {
+            // The client's grpc-timeout, when it ends before read_timeout.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let why = "the call's grpc-timeout ran out before a backend was tried";
+                return Err(Error::explain(ErrorType::HTTPStatus(504), why));
+            }
+            let read = peer.options.read_timeout.map_or(left, |r| r.min(left));
+            peer.options.read_timeout = Some(read);
+        }
         ctx.tried.push(index);
         ctx.attempt = Some((index, lease));
         Ok(peer)
@@ -69,7 +79,7 @@ impl Proxy {
         // Releasing the lease here keeps a refused backend from looking busy
         // to least-connections while the retry runs.
         if let (Some(upstream), Some((_, lease))) = (&ctx.upstream, ctx.attempt.take()) {
-            self.record_failure(upstream, &lease, Outcome::Connect);
+            self.record_failure(upstream, &lease, errors::connect_kind(&e));
             ctx.failures += 1;
             let may_retry = ctx.failures <= upstream.retries() && upstream.has_untried(&ctx.tried);
             e.set_retry(may_retry && self.take_retry(upstream));
@@ -87,19 +97,27 @@ impl Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = retry::replayable(session);
         let kind = errors::failure_kind(&e);
         ctx.reconnect = false;
         e.set_retry(false);
-        // Only a broken connection is retried. Not a timeout: the backend
-        // may still be working on it, and a second try doubles the wait.
-        // Not invalid HTTP: the backend would answer the same. Not the
-        // client's own failure.
+        // An HTTP/2 stream the backend refused, or left unprocessed when it
+        // went away, never ran: it may go to another backend whatever its
+        // method.
+        let refused = *e.esource() == ErrorSource::Upstream && retry::refused_stream(&e);
+        let replayable = if refused {
+            retry::resendable(session)
+        } else {
+            retry::replayable(session)
+        };
+        // Otherwise only a broken connection is retried. Not a timeout:
+        // the backend may still be working on it, and a second try doubles
+        // the wait. Not invalid HTTP: the backend would answer the same.
+        // Not the client's own failure.
         let broken = *e.esource() == ErrorSource::Upstream && kind == Outcome::Reset;
-        if !replayable || !broken {
+        if !replayable || !(broken || refused) {
             return e;
         }
-        if client_reused {
+        if client_reused && !refused {
             // A reused keep-alive connection broke: most likely the backend
             // closed it as we sent. That is not the backend failing, so it
             // is not counted and does not use up `retries`: the same
@@ -166,13 +184,14 @@ fn moved_tried(old: &Upstream, new: &Upstream, tried: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// The peer for the backend `lease` is on, with the upstream's timeouts.
+/// The peer for the backend `lease` is on, with the upstream's protocol,
+/// TLS and timeouts.
 fn peer_for(upstream: &Upstream, lease: &Lease) -> Box<HttpPeer> {
-    let t = upstream.timeouts();
-    let mut peer = HttpPeer::new(lease.backend().socket_addr(), false, String::new());
-    peer.options.connection_timeout = Some(t.connect);
-    peer.options.read_timeout = Some(t.read);
-    peer.options.write_timeout = Some(t.write);
-    peer.options.idle_timeout = Some(t.idle);
-    Box::new(peer)
+    let backend = lease.backend();
+    let template = upstream.peer_template();
+    Box::new(template.peer(
+        backend.address(),
+        backend.socket_addr(),
+        upstream.timeouts(),
+    ))
 }

@@ -24,15 +24,27 @@ pub fn status_for(e: &Error) -> u16 {
 }
 
 /// The `kind` of a failure that happened after the connection to the
-/// backend was made (connect failures are counted where they happen).
+/// backend was made.
 pub fn failure_kind(e: &Error) -> Outcome {
     use ErrorType::*;
     match e.etype() {
         ReadTimedout | WriteTimedout => Outcome::Timeout,
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | TLSWantX509Lookup => {
+            Outcome::Tls
+        }
         InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => Outcome::Protocol,
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | SocketError
         | BindError => Outcome::Connect,
         _ => Outcome::Reset,
+    }
+}
+
+/// The `kind` of a failure to connect: the TLS handshake's, or the
+/// connection's.
+pub fn connect_kind(e: &Error) -> Outcome {
+    match failure_kind(e) {
+        Outcome::Tls => Outcome::Tls,
+        _ => Outcome::Connect,
     }
 }
 

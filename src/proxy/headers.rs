@@ -49,6 +49,26 @@ pub fn set_forwarded_prefix(req: &mut RequestHeader, prefix: Option<&str>) -> pi
     Ok(())
 }
 
+/// Shapes `TE` for an HTTP/2 backend, where it may only say `trailers`
+/// (RFC 9113, 8.2.2): kept as `trailers` when the client listed it (gRPC
+/// servers require it), dropped otherwise.
+pub fn te_for_http2(req: &mut RequestHeader) -> pingora::Result<()> {
+    let asks_trailers = req.headers.get_all(http::header::TE).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            t.split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"trailers")
+        })
+    });
+    req.remove_header(&http::header::TE);
+    if asks_trailers {
+        req.insert_header(http::header::TE, HeaderValue::from_static("trailers"))?;
+    }
+    Ok(())
+}
+
 /// Adds the forwarding headers to a request bound for a backend.
 ///
 /// `X-Forwarded-For` keeps what the client sent and appends the client's IP;
@@ -149,6 +169,23 @@ mod tests {
             req.append_header(k.to_string(), *v).unwrap();
         }
         req
+    }
+
+    #[test]
+    fn te_reaches_an_http2_backend_only_as_trailers() {
+        let te = |values: &[&str]| {
+            let headers: Vec<(&str, &str)> = values.iter().map(|v| ("te", *v)).collect();
+            let mut req = request(&headers);
+            te_for_http2(&mut req).unwrap();
+            let out: Vec<_> = req.headers.get_all("te").iter().cloned().collect();
+            out
+        };
+        assert_eq!(te(&["trailers"]), ["trailers"]);
+        assert_eq!(te(&["gzip, Trailers"]), ["trailers"]);
+        assert_eq!(te(&["gzip", "trailers;q=1"]), ["trailers"]);
+        assert!(te(&["gzip"]).is_empty());
+        assert!(te(&["trailersx"]).is_empty());
+        assert!(te(&[]).is_empty());
     }
 
     #[test]

@@ -12,8 +12,10 @@ mod errors;
 mod framing;
 #[doc(hidden)]
 pub mod fuzz;
+mod grpc;
 mod headers;
 mod https;
+mod peer;
 mod request;
 mod retry;
 
@@ -31,7 +33,9 @@ use crate::config::{Balance, Outcome};
 use crate::metrics::{ClientTimeout, Metrics};
 use crate::pool::{health, Hint, Lease, Pool, Snapshot, Upstream};
 
+pub use grpc::status_name as grpc_status_name;
 pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
+pub use peer::PeerTemplate;
 
 /// The proxy logic shared by every worker thread.
 pub struct Proxy {
@@ -102,6 +106,12 @@ pub struct RequestCtx {
     /// `[server] max_body_bytes` for this request, and the body so far.
     body_limit: Option<u64>,
     body_bytes: u64,
+    /// The request is a gRPC call: errors made here are gRPC errors.
+    grpc: bool,
+    /// When its `grpc-timeout` runs out, if it set one.
+    deadline: Option<Instant>,
+    /// The `grpc-status` of the backend's answer, once seen.
+    grpc_status: Option<u8>,
 }
 
 #[async_trait]
@@ -127,6 +137,9 @@ impl ProxyHttp for Proxy {
             tls: false,
             body_limit: None,
             body_bytes: 0,
+            grpc: false,
+            deadline: None,
+            grpc_status: None,
         }
     }
 
@@ -203,6 +216,13 @@ impl ProxyHttp for Proxy {
             .zip(ctx.route)
             .and_then(|(s, i)| s.routes().routes()[i].forwarded_prefix());
         headers::set_forwarded_prefix(upstream_request, prefix)?;
+        if ctx
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.peer_template().http2())
+        {
+            headers::te_for_http2(upstream_request)?;
+        }
         headers::add_forwarded(upstream_request, client_ip, ctx.tls, &ctx.request_id)
     }
 
@@ -226,6 +246,10 @@ impl ProxyHttp for Proxy {
         // measure of speed: a backend failing fast must not look like the
         // fastest and hold the working ones back.
         let status = upstream_response.status;
+        if ctx.grpc {
+            // A trailers-only answer carries its status in the head.
+            ctx.grpc_status = grpc::status_of(&upstream_response.headers);
+        }
         if let (Some((_, lease)), false) = (
             &ctx.attempt,
             status.is_informational() || status.is_server_error(),
@@ -274,6 +298,18 @@ impl ProxyHttp for Proxy {
             }
         }
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<bytes::Bytes>> {
+        if ctx.grpc {
+            ctx.grpc_status = grpc::status_of(trailers).or(ctx.grpc_status);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -329,10 +365,17 @@ impl ProxyHttp for Proxy {
         }
         if let Some(resp) = session.response_written() {
             backend.record_response();
-            let outcome = resp
-                .status
-                .is_server_error()
-                .then_some(Outcome::ServerError);
+            if let Some(status) = ctx.grpc_status {
+                self.metrics
+                    .observe_grpc(upstream.name(), backend.address(), status);
+            }
+            let outcome = if resp.status.is_server_error() {
+                Some(Outcome::ServerError)
+            } else if ctx.grpc_status == Some(grpc::UNAVAILABLE) {
+                Some(Outcome::GrpcUnavailable)
+            } else {
+                None
+            };
             self.passive(upstream, lease, outcome);
             let seconds = ctx.started.elapsed().as_secs_f64();
             self.metrics

@@ -10,7 +10,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use super::{affinity, errors, framing, headers, https, Proxy, RequestCtx};
+use super::{affinity, errors, framing, grpc, headers, https, Proxy, RequestCtx};
 use crate::downstream;
 use crate::pool::Snapshot;
 
@@ -35,6 +35,10 @@ impl Proxy {
             session.set_keepalive(None);
         }
         ctx.request_id = headers::request_id(session.req_header());
+        ctx.grpc = grpc::is_grpc(session.req_header());
+        if ctx.grpc {
+            ctx.deadline = grpc::timeout(session.req_header()).map(|t| ctx.started + t);
+        }
         let limits = &server.limits;
         let checked = framing::check(session.req_header())
             .and_then(|()| framing::check_limits(session.req_header(), limits));
@@ -119,6 +123,18 @@ impl Proxy {
     ) {
         ctx.local_status = Some(code);
         self.metrics.observe_local_response(code);
+        if ctx.grpc {
+            let upstream = ctx.upstream.as_ref().map_or("", |u| u.name());
+            let backend = ctx
+                .attempt
+                .as_ref()
+                .map_or("", |(_, l)| l.backend().address());
+            match grpc::respond(session, code, &ctx.request_id).await {
+                Ok(status) => self.metrics.observe_grpc(upstream, backend, status),
+                Err(e) => log::debug!("could not send a gRPC error to client: {e}"),
+            }
+            return;
+        }
         if let Err(e) = errors::respond(session, code, &ctx.request_id, location).await {
             log::debug!("could not send {code} to client: {e}");
         }

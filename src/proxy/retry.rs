@@ -1,11 +1,14 @@
 //! Which failed attempts may be sent again. A connect failure sent nothing,
 //! so it may always move to another backend; a request whose head went out
 //! may be sent again only if doing it twice is harmless, all of it can be
-//! sent again, and nothing of an answer has reached the client.
+//! sent again, and nothing of an answer has reached the client. An HTTP/2
+//! stream the backend refused was never processed, so it is sent again
+//! whatever its method.
 
 use http::Method;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
+use pingora::Error;
 
 /// Lets a client mark a request that is safe to repeat, whatever its method.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -28,9 +31,23 @@ pub fn idempotent(req: &RequestHeader) -> bool {
 /// for a replay (Pingora keeps up to 64 KiB of it), and no response byte
 /// written to the client.
 pub fn replayable(session: &Session) -> bool {
-    idempotent(session.req_header())
-        && !session.as_ref().retry_buffer_truncated()
-        && session.response_written().is_none()
+    idempotent(session.req_header()) && resendable(session)
+}
+
+/// Whether the request of `session` can be sent again as it was: its body
+/// still held whole, and no response byte written to the client.
+pub fn resendable(session: &Session) -> bool {
+    !session.as_ref().retry_buffer_truncated() && session.response_written().is_none()
+}
+
+/// Whether `e` is an HTTP/2 stream the backend did not process: reset
+/// with `REFUSED_STREAM`, or cut by the backend's `GOAWAY` (which it
+/// sends with the last stream it will process; later ones never ran).
+pub fn refused_stream(e: &Error) -> bool {
+    let Some(h2) = e.root_cause().downcast_ref::<h2::Error>() else {
+        return false;
+    };
+    h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.is_remote())
 }
 
 #[cfg(test)]

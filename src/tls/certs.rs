@@ -71,40 +71,19 @@ pub enum CertError {
 
 /// Reads one certificate and its key.
 pub fn load(files: &CertFiles) -> Result<Cert, CertError> {
-    let (cert_path, key_path) = (&files.cert, &files.key);
-    let cert_pem = read(cert_path)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| CertError::BadCertificate {
+    let cert_path = &files.cert;
+    let (chain, cert_pem) = read_certs(cert_path)?;
+    let (names, not_after) =
+        names_and_expiry(&chain[0]).map_err(|why| CertError::BadCertificate {
             path: cert_path.clone(),
-            why: e.to_string(),
+            why,
         })?;
-    let leaf = chain.first().ok_or_else(|| CertError::NoCertificate {
-        path: cert_path.clone(),
-    })?;
-    let (names, not_after) = names_and_expiry(leaf).map_err(|why| CertError::BadCertificate {
-        path: cert_path.clone(),
-        why,
-    })?;
     if names.is_empty() {
         return Err(CertError::NoNames {
             path: cert_path.clone(),
         });
     }
-    let key_pem = read(key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoKey {
-        path: key_path.clone(),
-    })?;
-    let signing =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError::BadKey {
-            path: key_path.clone(),
-            why: e.to_string(),
-        })?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|_| CertError::Mismatch {
-        cert: cert_path.clone(),
-        key: key_path.clone(),
-    })?;
+    let (certified, key_pem, _) = certified_key(files, chain)?;
     let mut both = cert_pem;
     both.extend_from_slice(&key_pem);
     Ok(Cert {
@@ -132,6 +111,65 @@ pub fn load_all(files: &[CertFiles]) -> Result<Vec<Cert>, CertError> {
         }
     }
     Ok(certs)
+}
+
+/// Reads the PEM certificates of `path`, each checked to parse: at least
+/// one. Also gives the file's bytes.
+pub fn read_certs(path: &Path) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>), CertError> {
+    let pem = read(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::BadCertificate {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    for der in &certs {
+        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| {
+            CertError::BadCertificate {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            }
+        })?;
+    }
+    Ok((certs, pem))
+}
+
+/// A client certificate and its key, checked to match: the chain, leaf
+/// first, and the key, both DER.
+pub fn read_identity(files: &CertFiles) -> Result<(Vec<Vec<u8>>, Vec<u8>), CertError> {
+    let (chain, _) = read_certs(&files.cert)?;
+    let ders = chain.iter().map(|c| c.as_ref().to_vec()).collect();
+    let (_, _, key) = certified_key(files, chain)?;
+    Ok((ders, key))
+}
+
+/// `chain` with the key of `files`, checked to belong to its leaf. Also
+/// gives the key file's bytes and the key, DER.
+fn certified_key(
+    files: &CertFiles,
+    chain: Vec<CertificateDer<'static>>,
+) -> Result<(CertifiedKey, Vec<u8>, Vec<u8>), CertError> {
+    let key_pem = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoKey {
+        path: files.key.clone(),
+    })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError::BadKey {
+            path: files.key.clone(),
+            why: e.to_string(),
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| CertError::Mismatch {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+    })?;
+    let der = key.secret_der().to_vec();
+    Ok((certified, key_pem, der))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {

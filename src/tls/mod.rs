@@ -11,7 +11,7 @@
 //! the previous certificates keep serving and the error is kept for
 //! `/status`.
 
-mod certs;
+pub(crate) mod certs;
 mod resolver;
 
 use std::net::SocketAddr;

@@ -455,7 +455,7 @@ fn health_check_settings_and_defaults() {
     assert_eq!(up.passive.consecutive_failures, 5);
     assert_eq!(
         up.passive.counts.names(),
-        ["connect", "timeout", "reset", "protocol"]
+        ["connect", "timeout", "reset", "protocol", "tls"]
     );
     assert_eq!(up.slow_start, None);
 }

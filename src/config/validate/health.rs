@@ -12,11 +12,18 @@ impl Source<'_> {
         &self,
         hc: HealthCheckSection,
     ) -> Result<HealthCheck, Box<ConfigError>> {
-        let http = match &hc.kind {
-            None => true,
-            Some(k) => self.choice(k, "check type", &Probe::NAMES)? == "http",
+        let kind = match &hc.kind {
+            None => "http",
+            Some(k) => self.choice(k, "check type", &Probe::NAMES)?,
         };
-        let probe = if http {
+        let probe = if kind == "http" {
+            if let Some(s) = &hc.service {
+                let kind = ErrorKind::OnlyWith {
+                    key: "service",
+                    only: "type = \"grpc\"",
+                };
+                return Err(self.error(s.span(), kind));
+            }
             Probe::Http {
                 path: match &hc.path {
                     None => "/".to_string(),
@@ -40,7 +47,21 @@ impl Source<'_> {
             if let Some((key, Some(span))) = http_only.into_iter().find(|(_, s)| s.is_some()) {
                 return Err(self.error(span, ErrorKind::HttpOnly(key)));
             }
-            Probe::Tcp
+            match (kind, &hc.service) {
+                ("grpc", service) => Probe::Grpc {
+                    service: service
+                        .as_ref()
+                        .map_or_else(String::new, |s| s.get_ref().clone()),
+                },
+                (_, Some(s)) => {
+                    let kind = ErrorKind::OnlyWith {
+                        key: "service",
+                        only: "type = \"grpc\"",
+                    };
+                    return Err(self.error(s.span(), kind));
+                }
+                (_, None) => Probe::Tcp,
+            }
         };
         let threshold = |v: &Option<Spanned<i64>>, key, default| match v {
             None => Ok(default),

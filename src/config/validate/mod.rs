@@ -16,6 +16,7 @@ use super::*;
 
 mod affinity;
 mod health;
+mod protocol;
 mod routes;
 mod tls;
 mod upstream;
@@ -25,6 +26,8 @@ struct Source<'a> {
     path: &'a Path,
     text: &'a str,
     resolve: Resolve,
+    /// Warnings found by checks that return something else.
+    warnings: std::cell::RefCell<Vec<Warning>>,
 }
 
 /// How a `host:port` backend becomes an address.
@@ -46,6 +49,7 @@ pub(super) fn validate(
         path,
         text,
         resolve,
+        warnings: Default::default(),
     };
     let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let (server, default_name) = src.server(file.server.unwrap_or_default())?;
@@ -63,8 +67,9 @@ pub(super) fn validate(
         .collect::<Result<Vec<_>, _>>()?;
     let routed = !file.routes.is_empty();
     let default_upstream = src.default_upstream(&upstreams, default_name, routed)?;
-    let (routes, warnings) =
+    let (routes, mut warnings) =
         src.routes(file.routes, &upstreams, &upstream_spans, default_upstream)?;
+    warnings.extend(src.warnings.take());
     Ok(Config {
         path: path.to_path_buf(),
         hash: sha256_hex(text.as_bytes()),

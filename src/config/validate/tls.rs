@@ -143,7 +143,7 @@ impl Source<'_> {
     }
 
     /// `path` as written, against the config file's directory if relative.
-    fn relative(&self, path: &str) -> PathBuf {
+    pub(super) fn relative(&self, path: &str) -> PathBuf {
         let p = PathBuf::from(path);
         if p.is_absolute() {
             return p;

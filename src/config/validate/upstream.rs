@@ -58,6 +58,12 @@ impl Source<'_> {
             None => None,
             Some(section) => Some(self.sticky(section.into_inner())?),
         };
+        let (protocol, max_streams_per_connection) =
+            self.protocol(&u.protocol, &u.max_streams_per_connection)?;
+        let tls = match u.tls {
+            None => None,
+            Some(section) => Some(self.upstream_tls(&name, section)?),
+        };
         Ok(UpstreamConfig {
             name,
             balance,
@@ -72,6 +78,9 @@ impl Source<'_> {
             hash_balance_factor: affinity.hash_balance_factor,
             latency_decay: affinity.latency_decay,
             sticky,
+            protocol,
+            max_streams_per_connection,
+            tls,
         })
     }
 

@@ -274,6 +274,8 @@ fn outcome_text(o: Outcome) -> &'static str {
         Outcome::Reset => "connection reset",
         Outcome::Protocol => "invalid HTTP",
         Outcome::ServerError => "5xx response",
+        Outcome::Tls => "TLS handshake failure",
+        Outcome::GrpcUnavailable => "gRPC UNAVAILABLE",
     }
 }
 

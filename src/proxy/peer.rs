@@ -1,0 +1,154 @@
+//! How to reach an upstream's backends: the Pingora peer for one attempt
+//! (or one active check) with the upstream's timeouts, its protocol
+//! (HTTP/1.1, or HTTP/2 by ALPN or by prior knowledge for h2c) and its TLS
+//! (SNI, roots, verification, client certificate). The certificates are
+//! converted once per snapshot, here, not per connection.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::prelude::HttpPeer;
+use pingora::protocols::tls::CaType;
+use pingora::protocols::ALPN;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+
+use crate::config::{Protocol, Timeouts, UpstreamConfig};
+
+/// What every peer of one upstream shares.
+pub struct PeerTemplate {
+    protocol: Protocol,
+    max_streams: usize,
+    tls: Option<TlsPeer>,
+    /// Keeps the pooled connections of differently configured upstreams
+    /// apart: a connection verified against one CA is never lent to an
+    /// upstream that trusts another.
+    group_key: u64,
+}
+
+impl std::fmt::Debug for PeerTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTemplate")
+            .field("protocol", &self.protocol)
+            .field("max_streams", &self.max_streams)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+struct TlsPeer {
+    /// `None`: each backend's host.
+    sni: Option<String>,
+    verify: bool,
+    ca: Option<Arc<CaType>>,
+    client: Option<Arc<CertKey>>,
+}
+
+impl PeerTemplate {
+    /// The template of `config`, whose certificates validation has read
+    /// and parsed.
+    pub fn new(config: &UpstreamConfig) -> PeerTemplate {
+        let tls = config.tls.as_ref().map(|t| TlsPeer {
+            sni: t.sni.clone(),
+            verify: t.verify,
+            ca: t.ca.as_ref().map(|ca| {
+                let certs: Vec<WrappedX509> = ca
+                    .certs
+                    .iter()
+                    .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                    .collect();
+                Arc::<CaType>::from(certs.into_boxed_slice())
+            }),
+            client: t
+                .client
+                .as_ref()
+                .map(|c| Arc::new(CertKey::new(c.chain.clone(), c.key_der.clone()))),
+        });
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        config.protocol.hash(&mut hasher);
+        config.tls.hash(&mut hasher);
+        PeerTemplate {
+            protocol: config.protocol,
+            max_streams: config.max_streams_per_connection as usize,
+            tls,
+            group_key: hasher.finish(),
+        }
+    }
+
+    /// Equal for two templates that reach backends the same way.
+    pub fn key(&self) -> u64 {
+        self.group_key
+    }
+
+    /// Whether the backends speak HTTP/2.
+    pub fn http2(&self) -> bool {
+        self.protocol == Protocol::Http2
+    }
+
+    /// The peer for the backend written `address` in the config, at
+    /// `socket_addr`, with `timeouts`.
+    pub fn peer(&self, address: &str, socket_addr: SocketAddr, timeouts: &Timeouts) -> HttpPeer {
+        let mut peer = self.bare(address, socket_addr);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(timeouts.connect);
+        o.read_timeout = Some(timeouts.read);
+        o.write_timeout = Some(timeouts.write);
+        o.idle_timeout = Some(timeouts.idle);
+        peer
+    }
+
+    /// The peer for an active check, each step bounded by `limit`.
+    pub fn check_peer(&self, address: &str, socket_addr: SocketAddr, limit: Duration) -> HttpPeer {
+        let mut peer = self.bare(address, socket_addr);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(limit);
+        o.read_timeout = Some(limit);
+        o.write_timeout = Some(limit);
+        peer
+    }
+
+    fn bare(&self, address: &str, socket_addr: SocketAddr) -> HttpPeer {
+        let sni = match &self.tls {
+            None => String::new(),
+            Some(t) => t
+                .sni
+                .clone()
+                .unwrap_or_else(|| host_of(address).to_string()),
+        };
+        let mut peer = HttpPeer::new(socket_addr, self.tls.is_some(), sni);
+        peer.group_key = self.group_key;
+        let o = &mut peer.options;
+        if self.http2() {
+            o.alpn = ALPN::H2;
+            o.max_h2_streams = self.max_streams;
+        }
+        if let Some(t) = &self.tls {
+            o.verify_cert = t.verify;
+            o.verify_hostname = t.verify;
+            o.ca = t.ca.clone();
+            peer.client_cert_key = t.client.clone();
+        }
+        peer
+    }
+}
+
+/// The host of `host:port` (`[v6]:port` loses its brackets).
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_of_an_address_is_its_sni() {
+        assert_eq!(host_of("orders.internal:443"), "orders.internal");
+        assert_eq!(host_of("10.0.0.7:8443"), "10.0.0.7");
+        assert_eq!(host_of("[::1]:443"), "::1");
+    }
+}
