@@ -13,6 +13,7 @@ mod clients;
 mod config_errors;
 mod crashloop;
 mod failures;
+mod grpc;
 mod h2;
 mod h2_abuse;
 mod headers;

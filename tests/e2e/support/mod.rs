@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod binary;
 pub mod faulty;
+pub mod grpc;
 pub mod h2raw;
 pub mod proxy;
 pub mod raw;
