@@ -221,7 +221,7 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .is_some_and(|u| u.peer_template().http2())
         {
-            headers::te_for_http2(upstream_request)?;
+            headers::for_http2(upstream_request)?;
         }
         headers::add_forwarded(upstream_request, client_ip, ctx.tls, &ctx.request_id)
     }

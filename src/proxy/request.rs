@@ -75,6 +75,9 @@ impl Proxy {
         match decided {
             Ok((upstream, route, rewrite, hint)) => {
                 let upstream = Arc::clone(&snapshot.upstreams()[upstream]);
+                if upstream.peer_template().http2() && !session.is_http2() {
+                    headers::keep_te(session.req_header_mut())?;
+                }
                 if upstream.hashed().is_some() && hint.key.is_none() {
                     upstream
                         .counters()

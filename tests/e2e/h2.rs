@@ -13,7 +13,8 @@ use crate::support::h2raw::{self, Conn};
 use crate::support::proxy::{app, metric_sum};
 use crate::support::tls::{self, Ca, Key};
 use crate::support::{
-    client, closed_port, eventually, temp_dir, Behavior, TestBackend, TestProxy, DEADLINE,
+    client, closed_port, eventually, h2c_client, temp_dir, Behavior, TestBackend, TestProxy,
+    DEADLINE,
 };
 
 async fn three_backends() -> Vec<TestBackend> {
@@ -26,16 +27,6 @@ async fn three_backends() -> Vec<TestBackend> {
 
 fn addrs(backends: &[TestBackend]) -> Vec<SocketAddr> {
     backends.iter().map(|b| b.addr).collect()
-}
-
-/// An HTTP/2-only client with prior knowledge, for h2c.
-fn h2c_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(DEADLINE)
-        .http2_prior_knowledge()
-        .build()
-        .unwrap()
 }
 
 /// Sends `n` requests at once on `http` and counts the answers by body.

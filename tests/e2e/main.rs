@@ -31,3 +31,5 @@ mod tls;
 mod tls_config;
 mod tls_reload;
 mod upgrade;
+mod upstream_h2;
+mod upstream_tls;

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod binary;
 pub mod faulty;
 pub mod grpc;
+pub mod h2backend;
 pub mod h2raw;
 pub mod proxy;
 pub mod raw;
@@ -45,6 +46,16 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(DEADLINE)
+        .build()
+        .unwrap()
+}
+
+/// An HTTP/2-only client with prior knowledge, for h2c.
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(DEADLINE)
+        .http2_prior_knowledge()
         .build()
         .unwrap()
 }
