@@ -78,9 +78,10 @@ pub fn summary(config: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "  upstream {} ({}, retries {}, connect {:?}, read {:?}{default}): {} backend(s)",
+            "  upstream {} ({}, {}, retries {}, connect {:?}, read {:?}{default}): {} backend(s)",
             u.name,
             u.balance.name(),
+            transport_summary(u),
             u.retries,
             u.timeouts.connect,
             u.timeouts.read,
@@ -193,6 +194,30 @@ fn routes_summary(config: &Config) -> String {
         None => writeln!(out, "    otherwise -> 404 (no default_upstream)"),
     };
     out
+}
+
+/// How the backends are spoken to: `http1`, `http2 (h2c)`, or either
+/// over TLS with its name and roots.
+fn transport_summary(u: &UpstreamConfig) -> String {
+    let protocol = match (u.protocol, &u.tls) {
+        (crate::config::Protocol::Http2, None) => "http2 (h2c)".to_string(),
+        (p, _) => p.name().to_string(),
+    };
+    let Some(tls) = &u.tls else {
+        return protocol;
+    };
+    let sni = tls.sni.as_deref().unwrap_or("each backend's host");
+    let roots = match (&tls.ca, tls.verify) {
+        (_, false) => "NOT VERIFIED".to_string(),
+        (Some(ca), true) => format!("CA {}", ca.path.display()),
+        (None, true) => "system roots".to_string(),
+    };
+    let mtls = if tls.client.is_some() {
+        ", client certificate"
+    } else {
+        ""
+    };
+    format!("{protocol} over TLS to {sni}, {roots}{mtls}")
 }
 
 /// One line on how an upstream's backends are checked.

@@ -85,6 +85,7 @@ pub(super) fn upstream_status(u: &Upstream) -> Value {
     json!({
         "name": u.name(),
         "balance": u.balance().name(),
+        "transport": u.peer_template().description(),
         "retries": u.retries(),
         "timeouts_ms": {
             "connect": millis(t.connect),

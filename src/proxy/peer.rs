@@ -25,6 +25,8 @@ pub struct PeerTemplate {
     /// apart: a connection verified against one CA is never lent to an
     /// upstream that trusts another.
     group_key: u64,
+    /// What `/status` says of it.
+    description: serde_json::Value,
 }
 
 impl std::fmt::Debug for PeerTemplate {
@@ -73,7 +75,14 @@ impl PeerTemplate {
             max_streams: config.max_streams_per_connection as usize,
             tls,
             group_key: hasher.finish(),
+            description: describe(config),
         }
+    }
+
+    /// For `/status`: protocol, streams, and the TLS settings (files by
+    /// path, never their contents).
+    pub fn description(&self) -> &serde_json::Value {
+        &self.description
     }
 
     /// Equal for two templates that reach backends the same way.
@@ -134,6 +143,23 @@ impl PeerTemplate {
         }
         peer
     }
+}
+
+fn describe(config: &UpstreamConfig) -> serde_json::Value {
+    let tls = config.tls.as_ref().map(|t| {
+        serde_json::json!({
+            "sni": t.sni.as_deref().unwrap_or("(each backend's host)"),
+            "verify": t.verify,
+            "ca": t.ca.as_ref().map_or("(system roots)".to_string(), |c| c.path.display().to_string()),
+            "client_certificate": t.client.as_ref().map(|c| c.cert.display().to_string()),
+        })
+    });
+    serde_json::json!({
+        "protocol": config.protocol.name(),
+        "max_streams_per_connection": (config.protocol == Protocol::Http2)
+            .then_some(config.max_streams_per_connection),
+        "tls": tls,
+    })
 }
 
 /// The host of `host:port` (`[v6]:port` loses its brackets).
