@@ -29,4 +29,5 @@ mod socketio;
 mod tls;
 mod tls_config;
 mod tls_reload;
+mod tunnel_config;
 mod upgrade;
