@@ -7,6 +7,7 @@
 
 mod names;
 mod series;
+mod tunnels;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -25,6 +26,7 @@ use crate::pool::{health, BackendState, Pool, Snapshot};
 pub use names::*;
 use series::position;
 pub use series::{BackendSeries, RouteSeries};
+pub use tunnels::OpenTunnel;
 
 /// The server's metrics and the registry they live in.
 pub struct Metrics {
@@ -73,6 +75,9 @@ pub struct Metrics {
     by_protocol: IntCounterVec,
     /// Its series, resolved once: counted on every request.
     by_protocol_series: [IntCounter; 2],
+    /// upstream, backend: tunnels open now, and opened in all.
+    tunnels_open: IntGaugeVec,
+    tunnels_total: IntCounterVec,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -120,6 +125,8 @@ impl Metrics {
             cert_expiry: prometheus::GaugeVec::new(Opts::new(TLS_CERTIFICATE_EXPIRY, "When each serving certificate expires, as Unix time (alert well before it)."), &["certificate"]).expect("valid gauge"),
             by_protocol,
             by_protocol_series,
+            tunnels_open: gauge(TUNNELS_OPEN, "Upgraded connections (WebSockets) open to the backend now.", backend),
+            tunnels_total: counter(TUNNELS_TOTAL, "Upgraded connections (WebSockets) opened to the backend.", backend),
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
@@ -143,7 +150,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 25] = [
+        let all: [Box<dyn prometheus::core::Collector>; 27] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -168,6 +175,8 @@ impl Metrics {
             Box::new(metrics.tls_handshakes.clone()),
             Box::new(metrics.cert_expiry.clone()),
             Box::new(metrics.by_protocol.clone()),
+            Box::new(metrics.tunnels_open.clone()),
+            Box::new(metrics.tunnels_total.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -199,6 +208,8 @@ impl Metrics {
                     self.upstream_failures.with_label_values(&labels);
                 }
                 self.ejections.with_label_values(&backend);
+                self.tunnels_open.with_label_values(&backend);
+                self.tunnels_total.with_label_values(&backend);
                 if upstream.health_check().is_some() {
                     for result in CheckResult::ALL {
                         let labels = [backend[0], backend[1], result.as_str()];
@@ -354,6 +365,8 @@ impl Metrics {
             forget(&self.upstream_failures, u, b);
             forget(&self.health_checks, u, b);
             forget(&self.ejections, u, b);
+            forget(&self.tunnels_open, u, b);
+            forget(&self.tunnels_total, u, b);
             false
         });
         // A removed route's series go with it; a request it took before the
