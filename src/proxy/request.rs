@@ -27,7 +27,7 @@ impl Proxy {
             // send deadline never sees: each write of the stream is timed.
             session.set_write_timeout(Some(server.client_timeouts.send));
         }
-        if self.draining.load(Ordering::Relaxed) || server.client_timeouts.keepalive.is_none() {
+        if self.draining.is_set() || server.client_timeouts.keepalive.is_none() {
             // `Connection: close`. When draining, the client's next request
             // opens a new connection, which reaches the new process (or, on
             // shutdown, is refused cleanly instead of racing the close of
