@@ -16,6 +16,7 @@ mod headers;
 mod https;
 mod request;
 mod retry;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,16 +40,20 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Set once the process is handing over or shutting down.
     draining: Arc<Draining>,
+    /// Connects tunnels to their backends.
+    tunnels: tunnel::Connector,
 }
 
 impl Proxy {
     /// `draining` is set when the process starts to hand its sockets over
-    /// or to shut down: from then on every response closes its connection.
+    /// or to shut down: from then on every response closes its connection,
+    /// and tunnels close spread over the grace period.
     pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, draining: Arc<Draining>) -> Self {
         Proxy {
             pool,
             metrics,
             draining,
+            tunnels: tunnel::Connector::new(),
         }
     }
 

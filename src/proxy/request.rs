@@ -15,7 +15,8 @@ use crate::downstream;
 use crate::pool::Snapshot;
 
 impl Proxy {
-    /// `request_filter`: `Ok(true)` when the request was answered here.
+    /// `request_filter`: `Ok(true)` when the request was answered here (an
+    /// upgrade carried as a tunnel included).
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         downstream::request_started();
         let snapshot = self.pool.snapshot();
@@ -83,7 +84,7 @@ impl Proxy {
                 ctx.rewrite = rewrite;
                 ctx.hint = hint;
                 ctx.snapshot = Some(snapshot);
-                Ok(false)
+                self.tunnel(session, ctx).await
             }
             Err(refusal) => {
                 log::debug!("refused request: {}", refusal.why());
