@@ -30,4 +30,6 @@ mod tls;
 mod tls_config;
 mod tls_reload;
 mod tunnel_config;
+mod tunnel_drain;
+mod tunnels;
 mod upgrade;
