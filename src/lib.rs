@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod downstream;
+pub mod drain;
 pub mod health;
 pub mod metrics;
 pub mod pool;

@@ -2,7 +2,6 @@
 //! the admin service on its own, and the health checker in the background,
 //! sharing one pool and one registry.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -20,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
 use crate::downstream::Connections;
+use crate::drain::Draining;
 use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -52,7 +52,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
     let pool = Arc::new(Pool::new(config.clone()));
     metrics.init_series(&pool.snapshot());
 
-    let draining = Arc::new(AtomicBool::new(false));
+    let draining = Arc::new(Draining::new());
     let drain = background_service(
         "switchyard drain",
         Drain {
@@ -163,14 +163,14 @@ fn runtime_path(config: &Config) -> String {
     format!("/tmp/switchyard-{hex}")
 }
 
-/// Sets `draining` when the process starts to hand its sockets to a new one
-/// (SIGQUIT) or to shut down (SIGTERM). Pingora keeps serving for a while
-/// after either; with `draining` set, responses close their connections, so
-/// keep-alive clients move to new connections before the idle ones are
-/// dropped.
+/// Begins the drain when the process starts to hand its sockets to a new
+/// one (SIGQUIT) or to shut down (SIGTERM). Pingora keeps serving for a
+/// while after either; while draining, responses close their connections,
+/// so keep-alive clients move to new connections before the idle ones are
+/// dropped, and tunnels close spread over the grace period.
 struct Drain {
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
-    draining: Arc<AtomicBool>,
+    draining: Arc<Draining>,
 }
 
 #[async_trait]
@@ -184,7 +184,7 @@ impl BackgroundService for Drain {
             let phase = tokio::select! {
                 _ = shutdown.changed() => {
                     // Pingora signals shutdown before it announces the phase.
-                    self.draining.store(true, Ordering::Relaxed);
+                    self.draining.begin();
                     break;
                 }
                 phase = phases.recv() => phase,
@@ -197,7 +197,7 @@ impl BackgroundService for Drain {
                     | ExecutionPhase::ShutdownStarted,
                 ) => {
                     log::info!("draining: responses now close their connections");
-                    self.draining.store(true, Ordering::Relaxed);
+                    self.draining.begin();
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => break,

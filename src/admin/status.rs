@@ -92,6 +92,7 @@ pub(super) fn upstream_status(u: &Upstream) -> Value {
             "read": millis(t.read),
             "write": millis(t.write),
             "idle": millis(t.idle),
+            "tunnel_idle": millis(t.tunnel_idle),
         },
         "health_check": u.health_check().map(|c| check_settings(c)),
         "passive_health_check": {

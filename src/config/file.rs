@@ -96,6 +96,7 @@ pub struct UpstreamSection {
     pub read_timeout: Option<Spanned<String>>,
     pub write_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub tunnel_idle_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub backends: Option<Spanned<Vec<Spanned<BackendEntry>>>>,
     pub slow_start: Option<Spanned<String>>,

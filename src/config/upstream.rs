@@ -12,6 +12,9 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unused keep-alive connection to a backend stays in the pool.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upgraded connection (a WebSocket) may carry no byte either
+/// way before it is closed: long, since a quiet WebSocket is a normal one.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Extra attempts after a connect failure, each on a different backend.
 pub const DEFAULT_RETRIES: usize = 2;
 /// Share of an upstream's requests over [`RETRY_BUDGET_WINDOW`] that may
@@ -321,6 +324,9 @@ pub struct Timeouts {
     pub read: Duration,
     pub write: Duration,
     pub idle: Duration,
+    /// After a `101`: no byte either way for this long closes the tunnel
+    /// (`read` and `write` no longer apply).
+    pub tunnel_idle: Duration,
 }
 
 /// One backend of an upstream.

@@ -27,7 +27,7 @@ use crate::pool::Pool;
 
 /// A client stream that closes itself when the client is too slow: to send
 /// a request head, to send anything at all on an idle kept-alive
-/// connection, or to read what is written to it.
+/// connection, or to read what is written to it (except in a tunnel).
 ///
 /// Timers are set only when a read or a write has to wait, so a request
 /// that flows without waiting costs no timer work.
@@ -162,6 +162,9 @@ impl Guarded {
     ) -> Poll<io::Result<T>> {
         if result.is_ready() {
             self.write_deadline = None;
+            return result;
+        }
+        if self.phase.load() & Phase::MASK == Phase::TUNNEL {
             return result;
         }
         let send = match self.write_deadline {

@@ -12,7 +12,9 @@
 //! - a write to a client that has stopped reading fails after
 //!   `send_timeout` without progress;
 //! - while a request body is read, Pingora's own per-read timeout applies
-//!   (`body_timeout`), set by the proxy.
+//!   (`body_timeout`), set by the proxy;
+//! - an upgraded connection (a tunnel, after `101`) has none of these: its
+//!   tunnel's idle timeout bounds it.
 //!
 //! The connection's own loop marks where it waits for a request; the proxy
 //! marks where a request's head has been read through [`request_started`],
@@ -86,6 +88,13 @@ pub fn request_started() {
     let _ = CONNECTION.try_with(|phase| phase.set(Phase::BUSY));
 }
 
+/// Marks the current connection as a tunnel (after a `101`): its writes
+/// have no send deadline either, since the tunnel's own idle timeout
+/// bounds a client that stops reading.
+pub fn tunnel_started() {
+    let _ = CONNECTION.try_with(|phase| phase.set(Phase::TUNNEL));
+}
+
 /// What a connection is waiting for, with a generation count in the upper
 /// bits so that every change is seen even if it returns to the same phase.
 /// Only the connection's own task touches it.
@@ -99,6 +108,8 @@ impl Phase {
     const BUSY: u32 = 1;
     /// Kept alive, waiting for a request's first byte.
     const IDLE: u32 = 2;
+    /// Carrying an upgraded connection: no deadline at all.
+    const TUNNEL: u32 = 3;
     const MASK: u32 = 3;
 
     fn load(&self) -> u32 {

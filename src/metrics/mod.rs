@@ -9,6 +9,7 @@ mod grpc;
 mod names;
 mod scrape;
 mod series;
+mod tunnels;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -26,6 +27,7 @@ use crate::pool::{BackendState, Snapshot};
 pub use names::*;
 use series::position;
 pub use series::{BackendSeries, RouteSeries};
+pub use tunnels::OpenTunnel;
 
 /// The server's metrics and the registry they live in.
 pub struct Metrics {
@@ -76,6 +78,9 @@ pub struct Metrics {
     grpc_responses: IntCounterVec,
     /// Its series, resolved once: counted on every request.
     by_protocol_series: [IntCounter; 2],
+    /// upstream, backend: tunnels open now, and opened in all.
+    tunnels_open: IntGaugeVec,
+    tunnels_total: IntCounterVec,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -124,6 +129,8 @@ impl Metrics {
             by_protocol,
             by_protocol_series,
             grpc_responses: grpc::responses(),
+            tunnels_open: gauge(TUNNELS_OPEN, "Upgraded connections (WebSockets) open to the backend now.", backend),
+            tunnels_total: counter(TUNNELS_TOTAL, "Upgraded connections (WebSockets) opened to the backend.", backend),
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
@@ -147,7 +154,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 26] = [
+        let all: [Box<dyn prometheus::core::Collector>; 28] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -173,6 +180,8 @@ impl Metrics {
             Box::new(metrics.cert_expiry.clone()),
             Box::new(metrics.by_protocol.clone()),
             Box::new(metrics.grpc_responses.clone()),
+            Box::new(metrics.tunnels_open.clone()),
+            Box::new(metrics.tunnels_total.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -204,6 +213,8 @@ impl Metrics {
                     self.upstream_failures.with_label_values(&labels);
                 }
                 self.ejections.with_label_values(&backend);
+                self.tunnels_open.with_label_values(&backend);
+                self.tunnels_total.with_label_values(&backend);
                 if upstream.health_check().is_some() {
                     for result in CheckResult::ALL {
                         let labels = [backend[0], backend[1], result.as_str()];

@@ -30,6 +30,8 @@ impl Metrics {
             forget(&self.health_checks, u, b);
             forget(&self.ejections, u, b);
             forget(&self.grpc_responses, u, b);
+            forget(&self.tunnels_open, u, b);
+            forget(&self.tunnels_total, u, b);
             false
         });
         // A removed route's series go with it; a request it took before the

@@ -18,8 +18,8 @@ mod https;
 mod peer;
 mod request;
 mod retry;
+mod tunnel;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::{Balance, Outcome};
+use crate::drain::Draining;
 use crate::metrics::{ClientTimeout, Metrics};
 use crate::pool::{health, Hint, Lease, Pool, Snapshot, Upstream};
 
@@ -42,17 +43,21 @@ pub struct Proxy {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     /// Set once the process is handing over or shutting down.
-    draining: Arc<AtomicBool>,
+    draining: Arc<Draining>,
+    /// Connects tunnels to their backends.
+    tunnels: tunnel::Connector,
 }
 
 impl Proxy {
     /// `draining` is set when the process starts to hand its sockets over
-    /// or to shut down: from then on every response closes its connection.
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) -> Self {
+    /// or to shut down: from then on every response closes its connection,
+    /// and tunnels close spread over the grace period.
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, draining: Arc<Draining>) -> Self {
         Proxy {
             pool,
             metrics,
             draining,
+            tunnels: tunnel::Connector::new(),
         }
     }
 
@@ -276,7 +281,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.draining.is_set() {
             // Also for requests that arrived before draining began.
             session.set_keepalive(None);
         }

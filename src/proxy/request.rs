@@ -15,7 +15,8 @@ use crate::downstream;
 use crate::pool::Snapshot;
 
 impl Proxy {
-    /// `request_filter`: `Ok(true)` when the request was answered here.
+    /// `request_filter`: `Ok(true)` when the request was answered here (an
+    /// upgrade carried as a tunnel included).
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         downstream::request_started();
         let snapshot = self.pool.snapshot();
@@ -27,7 +28,7 @@ impl Proxy {
             // send deadline never sees: each write of the stream is timed.
             session.set_write_timeout(Some(server.client_timeouts.send));
         }
-        if self.draining.load(Ordering::Relaxed) || server.client_timeouts.keepalive.is_none() {
+        if self.draining.is_set() || server.client_timeouts.keepalive.is_none() {
             // `Connection: close`. When draining, the client's next request
             // opens a new connection, which reaches the new process (or, on
             // shutdown, is refused cleanly instead of racing the close of
@@ -90,7 +91,7 @@ impl Proxy {
                 ctx.rewrite = rewrite;
                 ctx.hint = hint;
                 ctx.snapshot = Some(snapshot);
-                Ok(false)
+                self.tunnel(session, ctx).await
             }
             Err(refusal) => {
                 log::debug!("refused request: {}", refusal.why());

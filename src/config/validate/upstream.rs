@@ -28,6 +28,7 @@ impl Source<'_> {
             read: self.duration_or(&u.read_timeout, DEFAULT_READ_TIMEOUT)?,
             write: self.duration_or(&u.write_timeout, DEFAULT_WRITE_TIMEOUT)?,
             idle: self.duration_or(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+            tunnel_idle: self.duration_or(&u.tunnel_idle_timeout, DEFAULT_TUNNEL_IDLE_TIMEOUT)?,
         };
         let retries = match &u.retries {
             None => DEFAULT_RETRIES,

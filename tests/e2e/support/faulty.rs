@@ -38,6 +38,9 @@ pub enum Fault {
     /// `101 Switching Protocols` to `Upgrade: websocket` (unsolicited unless
     /// the request asked for it), then echoes every byte it gets.
     Switch,
+    /// [`Switch`](Self::Switch), with [`GREETING`] in the same write as the
+    /// `101` head: bytes that arrive with the head.
+    SwitchAndGreet,
     /// A head larger than the proxy reads (over 1 MiB), then silence.
     HugeHead,
     /// Never answers; the connection stays open.
@@ -46,6 +49,13 @@ pub enum Fault {
 
 /// The status line and headers of [`Fault::Normal`]'s answer.
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+
+/// What [`Fault::SwitchAndGreet`] sends right behind its `101` head.
+pub const GREETING: &[u8] = b"hello from the backend\n";
+
+/// The `101` head of [`Fault::Switch`].
+const SWITCH: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
 
 /// Longest request head read; a longer one ends the connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -184,9 +194,12 @@ async fn misbehave(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
               5\r\nhello\r\n0\r\n\r\n"
         }
-        Fault::Switch => {
-            let head = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-            if stream.write_all(head).await.is_ok() {
+        Fault::Switch | Fault::SwitchAndGreet => {
+            let mut head = SWITCH.to_vec();
+            if fault == Fault::SwitchAndGreet {
+                head.extend_from_slice(GREETING);
+            }
+            if stream.write_all(&head).await.is_ok() {
                 echo(stream, std::mem::take(buf), shared).await;
             }
             return false;

@@ -13,6 +13,8 @@ pub mod proxy;
 pub mod raw;
 pub mod recording;
 pub mod tls;
+pub mod tunnel;
+pub mod websocket;
 pub mod wire;
 
 use std::future::Future;

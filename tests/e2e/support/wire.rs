@@ -125,7 +125,7 @@ pub async fn read_response(
 
 /// The next head (status line and headers, without the blank line), taken
 /// off `buf`; `None` if the connection ends first.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     let end = loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             break end;
