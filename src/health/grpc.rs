@@ -167,7 +167,7 @@ fn serving_status(body: &[u8]) -> Option<u64> {
             }
             2 => {
                 let (len, n) = varint(msg)?;
-                msg = msg.get(n + len as usize..)?;
+                msg = msg.get(n.checked_add(usize::try_from(len).ok()?)?..)?;
             }
             1 => msg = msg.get(8..)?,
             5 => msg = msg.get(4..)?,
@@ -213,5 +213,15 @@ mod tests {
         assert_eq!(serving_status(&[0, 0, 0, 0, 9, 0x08]), None);
         assert_eq!(serving_status(&[1, 0, 0, 0, 0]), None);
         assert_eq!(serving_status(&[]), None);
+        // A length no message could have.
+        let huge = [
+            0, 0, 0, 0, 11, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert_eq!(serving_status(&huge), None);
+        // A length no message could have.
+        let huge = [
+            0, 0, 0, 0, 11, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert_eq!(serving_status(&huge), None);
     }
 }

@@ -70,6 +70,21 @@ impl Metrics {
                 }
             }
         }
+        // A gRPC error made before any backend was tried has no backend.
+        for family in self.grpc_responses.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map_or("", |l| l.value())
+                };
+                let (u, b) = (label("upstream"), label("backend"));
+                if b.is_empty() && gone(u) {
+                    forget(&self.grpc_responses, u, b);
+                }
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric, with pool gauges read

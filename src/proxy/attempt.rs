@@ -22,7 +22,9 @@ impl Proxy {
         if std::mem::take(&mut ctx.reconnect) {
             if let Some((_, lease)) = &ctx.attempt {
                 ctx.attempt_started = Instant::now();
-                return Ok(peer_for(&upstream, lease));
+                let mut peer = peer_for(&upstream, lease);
+                within_deadline(ctx, &mut peer)?;
+                return Ok(peer);
             }
         }
         if ctx.tried.is_empty() {
@@ -54,20 +56,11 @@ impl Proxy {
             let why = format!("upstream {} has no usable backend", upstream.name());
             return Err(Error::explain(ErrorType::HTTPStatus(503), why));
         };
+        let mut peer = peer_for(&upstream, &lease);
+        within_deadline(ctx, &mut peer)?;
         if !ctx.tried.is_empty() {
             self.metrics.observe_retry(upstream.name());
             ctx.attempt_started = Instant::now();
-        }
-        let mut peer = peer_for(&upstream, &lease);
-        if let Some(deadline) = ctx.deadline {
-            // The client's grpc-timeout, when it ends before read_timeout.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let why = "the call's grpc-timeout ran out before a backend was tried";
-                return Err(Error::explain(ErrorType::HTTPStatus(504), why));
-            }
-            let read = peer.options.read_timeout.map_or(left, |r| r.min(left));
-            peer.options.read_timeout = Some(read);
         }
         ctx.tried.push(index);
         ctx.attempt = Some((index, lease));
@@ -100,11 +93,15 @@ impl Proxy {
         let kind = errors::failure_kind(&e);
         ctx.reconnect = false;
         e.set_retry(false);
+        let upstream_side = *e.esource() == ErrorSource::Upstream;
         // An HTTP/2 stream the backend refused, or left unprocessed when it
-        // went away, never ran: it may go to another backend whatever its
-        // method.
-        let refused = *e.esource() == ErrorSource::Upstream && retry::refused_stream(&e);
-        let replayable = if refused {
+        // went away, never ran; nor did a request on a TLS connection the
+        // backend refused at the end of its handshake (TLS 1.3 sends the
+        // refusal of a client certificate after the client is done): they
+        // may go to another backend whatever their method.
+        let refused = upstream_side && retry::refused_stream(&e);
+        let never_ran = refused || (upstream_side && kind == Outcome::Tls);
+        let replayable = if never_ran {
             retry::resendable(session)
         } else {
             retry::replayable(session)
@@ -113,18 +110,35 @@ impl Proxy {
         // the backend may still be working on it, and a second try doubles
         // the wait. Not invalid HTTP: the backend would answer the same.
         // Not the client's own failure.
-        let broken = *e.esource() == ErrorSource::Upstream && kind == Outcome::Reset;
-        if !replayable || !(broken || refused) {
+        let broken = upstream_side && kind == Outcome::Reset;
+        if !replayable || !(broken || never_ran) {
             return e;
         }
-        if client_reused && !refused {
+        let Some(upstream) = ctx.upstream.clone().filter(|_| ctx.attempt.is_some()) else {
+            return e;
+        };
+        if client_reused && !never_ran {
             // A reused keep-alive connection broke: most likely the backend
             // closed it as we sent. That is not the backend failing, so it
             // is not counted and does not use up `retries`: the same
             // backend gets a new connection.
             e.set_retry(true);
             ctx.reconnect = true;
-        } else if let Some(upstream) = ctx.upstream.clone().filter(|_| ctx.attempt.is_some()) {
+        } else if refused {
+            // The backend shed load or is going away: not a failure of it.
+            // Another backend if there is one, else a new stream (or, after
+            // a GOAWAY, a new connection) on the same.
+            let may_retry = ctx.failures < upstream.retries() && self.take_retry(&upstream);
+            e.set_retry(may_retry);
+            if may_retry {
+                ctx.failures += 1;
+                if upstream.has_untried(&ctx.tried) {
+                    ctx.attempt = None;
+                } else {
+                    ctx.reconnect = true;
+                }
+            }
+        } else {
             // A new connection failed before any answer: the backend did.
             let may_retry = ctx.failures < upstream.retries()
                 && upstream.has_untried(&ctx.tried)
@@ -182,6 +196,25 @@ fn moved_tried(old: &Upstream, new: &Upstream, tried: &[usize]) -> Vec<usize> {
                 .position(|b| b.state.address() == address)
         })
         .collect()
+}
+
+/// Bounds `peer`'s connect and read timeouts by the client's
+/// `grpc-timeout`, when it ends first; an error once it has ended. Notes
+/// in `ctx` whether the deadline, not the backend, set the read timeout.
+fn within_deadline(ctx: &mut RequestCtx, peer: &mut HttpPeer) -> Result<()> {
+    let Some(deadline) = ctx.deadline else {
+        return Ok(());
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        let why = "the call's grpc-timeout ran out before a backend answered";
+        return Err(Error::explain(ErrorType::HTTPStatus(504), why));
+    }
+    let o = &mut peer.options;
+    ctx.deadline_bound = o.read_timeout.is_none_or(|r| left < r);
+    o.read_timeout = Some(o.read_timeout.map_or(left, |r| r.min(left)));
+    o.connection_timeout = Some(o.connection_timeout.map_or(left, |c| c.min(left)));
+    Ok(())
 }
 
 /// The peer for the backend `lease` is on, with the upstream's protocol,

@@ -27,6 +27,9 @@ pub fn status_for(e: &Error) -> u16 {
 /// backend was made.
 pub fn failure_kind(e: &Error) -> Outcome {
     use ErrorType::*;
+    if tls_alert(e) {
+        return Outcome::Tls;
+    }
     match e.etype() {
         ReadTimedout | WriteTimedout => Outcome::Timeout,
         TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | TLSWantX509Lookup => {
@@ -37,6 +40,18 @@ pub fn failure_kind(e: &Error) -> Outcome {
         | BindError => Outcome::Connect,
         _ => Outcome::Reset,
     }
+}
+
+/// Whether the root of `e` is a TLS error (an alert from the backend, its
+/// certificate refused), which can come on the first read of a TLS 1.3
+/// connection, after the handshake looked done to the client.
+fn tls_alert(e: &Error) -> bool {
+    let root = e.root_cause();
+    root.downcast_ref::<rustls::Error>().is_some()
+        || root
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 /// The `kind` of a failure to connect: the TLS handshake's, or the

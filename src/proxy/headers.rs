@@ -49,65 +49,25 @@ pub fn set_forwarded_prefix(req: &mut RequestHeader, prefix: Option<&str>) -> pi
     Ok(())
 }
 
-/// Hop-by-hop fields an HTTP/1.1 client may send that mean nothing to an
-/// HTTP/2 backend (`Connection` and the framing ones go in any case).
-const HOP_BY_HOP: [&str; 4] = [
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "http2-settings",
-];
-
-/// Shapes a request for an HTTP/2 backend, whose peer leaves the standard
-/// hop-by-hop fields to this: `TE` may only say `trailers` there (RFC
-/// 9113, 8.2.2), so it is kept as `trailers` when the client listed it
-/// (gRPC servers require it) and dropped otherwise.
-pub fn for_http2(req: &mut RequestHeader) -> pingora::Result<()> {
-    let asks_trailers = req.headers.get_all(http::header::TE).iter().any(|v| {
+/// Whether the client accepts trailers: a `TE` that lists `trailers`.
+/// Read before the hop-by-hop fields are dropped on the way to the
+/// backend, `TE` among them.
+pub fn asks_trailers(req: &RequestHeader) -> bool {
+    req.headers.get_all(http::header::TE).iter().any(|v| {
         v.as_bytes().split(|&b| b == b',').any(|t| {
             let name = t.split(|&b| b == b';').next().unwrap_or_default();
             name.trim_ascii().eq_ignore_ascii_case(b"trailers")
         })
-    });
-    req.remove_header(&http::header::TE);
-    for name in HOP_BY_HOP {
-        req.remove_header(name);
-    }
-    if !asks_trailers {
-        return Ok(());
-    }
-    req.insert_header(http::header::TE, HeaderValue::from_static("trailers"))
+    })
 }
 
-/// Takes `te` out of an HTTP/1.1 request's `Connection` (where a client
-/// that sends `TE` must name it), so that the step that drops the fields
-/// `Connection` names leaves `TE` for [`for_http2`]. Every other field it
-/// names is still dropped.
-pub fn keep_te(req: &mut RequestHeader) -> pingora::Result<()> {
-    if !req.headers.contains_key(http::header::TE) {
-        return Ok(());
-    }
-    let mut named_te = false;
-    let kept: Vec<Vec<u8>> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|t| t.trim_ascii().to_vec())
-        .filter(|t| {
-            let te = t.eq_ignore_ascii_case(b"te");
-            named_te |= te;
-            !t.is_empty() && !te
-        })
-        .collect();
-    if !named_te {
-        return Ok(());
-    }
-    req.remove_header(&http::header::CONNECTION);
-    if !kept.is_empty() {
-        let value = HeaderValue::from_bytes(&kept.join(&b", "[..]))
-            .or_err(InvalidHTTPHeader, "invalid Connection")?;
-        req.insert_header(http::header::CONNECTION, value)?;
+/// `TE` for an HTTP/2 backend, where it may only say `trailers` (RFC
+/// 9113, 8.2.2): `trailers` when the client accepts them (gRPC servers
+/// require it), else none.
+pub fn te_for_http2(req: &mut RequestHeader, trailers: bool) -> pingora::Result<()> {
+    req.remove_header(&http::header::TE);
+    if trailers {
+        req.insert_header(http::header::TE, HeaderValue::from_static("trailers"))?;
     }
     Ok(())
 }
@@ -219,7 +179,8 @@ mod tests {
         let te = |values: &[&str]| {
             let headers: Vec<(&str, &str)> = values.iter().map(|v| ("te", *v)).collect();
             let mut req = request(&headers);
-            for_http2(&mut req).unwrap();
+            let trailers = asks_trailers(&req);
+            te_for_http2(&mut req, trailers).unwrap();
             let out: Vec<_> = req.headers.get_all("te").iter().cloned().collect();
             out
         };
@@ -229,25 +190,6 @@ mod tests {
         assert!(te(&["gzip"]).is_empty());
         assert!(te(&["trailersx"]).is_empty());
         assert!(te(&[]).is_empty());
-        let mut req = request(&[("te", "trailers"), ("proxy-authorization", "Basic eA==")]);
-        for_http2(&mut req).unwrap();
-        assert!(!req.headers.contains_key("proxy-authorization"));
-    }
-
-    #[test]
-    fn te_leaves_connection_and_the_rest_stays() {
-        let mut req = request(&[("te", "trailers"), ("connection", "TE, x-private")]);
-        keep_te(&mut req).unwrap();
-        assert_eq!(req.headers["connection"], "x-private");
-        let mut req = request(&[("te", "trailers"), ("connection", "te")]);
-        keep_te(&mut req).unwrap();
-        assert!(!req.headers.contains_key("connection"));
-        let mut req = request(&[("connection", "te, close")]);
-        keep_te(&mut req).unwrap();
-        assert_eq!(
-            req.headers["connection"], "te, close",
-            "no TE: nothing to keep"
-        );
     }
 
     #[test]

@@ -113,8 +113,13 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// The request is a gRPC call: errors made here are gRPC errors.
     grpc: bool,
+    /// The client's `TE` accepts trailers.
+    te_trailers: bool,
     /// When its `grpc-timeout` runs out, if it set one.
     deadline: Option<Instant>,
+    /// The deadline, not the upstream's `read_timeout`, bounds the current
+    /// attempt: its expiry says nothing about the backend.
+    deadline_bound: bool,
     /// The `grpc-status` of the backend's answer, once seen.
     grpc_status: Option<u8>,
 }
@@ -143,7 +148,9 @@ impl ProxyHttp for Proxy {
             body_limit: None,
             body_bytes: 0,
             grpc: false,
+            te_trailers: false,
             deadline: None,
+            deadline_bound: false,
             grpc_status: None,
         }
     }
@@ -226,7 +233,7 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .is_some_and(|u| u.peer_template().http2())
         {
-            headers::for_http2(upstream_request)?;
+            headers::te_for_http2(upstream_request, ctx.te_trailers)?;
         }
         headers::add_forwarded(upstream_request, client_ip, ctx.tls, &ctx.request_id)
     }
@@ -361,8 +368,14 @@ impl ProxyHttp for Proxy {
         };
         let backend = lease.backend();
         if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
-            // Includes a response cut off mid-body: a failure, not a response.
-            self.record_failure(upstream, lease, errors::failure_kind(e));
+            // The client's own deadline, or a stream the backend refused
+            // (it shed the load; nothing ran), is not the backend failing.
+            let client_deadline = ctx.deadline_bound && *e.etype() == ErrorType::ReadTimedout;
+            if !client_deadline && !retry::refused_stream(e) {
+                // Includes a response cut off mid-body: a failure, not a
+                // response.
+                self.record_failure(upstream, lease, errors::failure_kind(e));
+            }
             return;
         }
         if ctx.local_status.is_some() || !response_started(session) {

@@ -131,9 +131,6 @@ impl PeerTemplate {
         if self.http2() {
             o.alpn = ALPN::H2;
             o.max_h2_streams = self.max_streams;
-            // `headers::for_http2` shapes the hop-by-hop fields, so that
-            // `te: trailers` from an HTTP/1.1 client reaches the backend.
-            o.http_upstream_request_policy.strip_hop_by_hop = false;
         }
         if let Some(t) = &self.tls {
             o.verify_cert = t.verify;

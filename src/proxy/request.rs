@@ -37,6 +37,7 @@ impl Proxy {
         }
         ctx.request_id = headers::request_id(session.req_header());
         ctx.grpc = grpc::is_grpc(session.req_header());
+        ctx.te_trailers = headers::asks_trailers(session.req_header());
         if ctx.grpc {
             ctx.deadline =
                 grpc::timeout(session.req_header()).and_then(|t| ctx.started.checked_add(t));
@@ -77,9 +78,6 @@ impl Proxy {
         match decided {
             Ok((upstream, route, rewrite, hint)) => {
                 let upstream = Arc::clone(&snapshot.upstreams()[upstream]);
-                if upstream.peer_template().http2() && !session.is_http2() {
-                    headers::keep_te(session.req_header_mut())?;
-                }
                 if upstream.hashed().is_some() && hint.key.is_none() {
                     upstream
                         .counters()
@@ -130,10 +128,13 @@ impl Proxy {
         self.metrics.observe_local_response(code);
         if ctx.grpc {
             let upstream = ctx.upstream.as_ref().map_or("", |u| u.name());
+            // The backend of the last attempt, if one was made.
             let backend = ctx
-                .attempt
+                .upstream
                 .as_ref()
-                .map_or("", |(_, l)| l.backend().address());
+                .zip(ctx.tried.last())
+                .and_then(|(u, &i)| u.backends().get(i))
+                .map_or("", |b| b.state.address());
             match grpc::respond(session, code, &ctx.request_id).await {
                 Ok(status) => self.metrics.observe_grpc(upstream, backend, status),
                 Err(e) => log::debug!("could not send a gRPC error to client: {e}"),

@@ -65,6 +65,12 @@ impl Diff {
                 ("passive_health_check", o.passive != u.passive),
                 ("slow_start", o.slow_start != u.slow_start),
                 ("retry_budget", o.retry_budget != u.retry_budget),
+                ("protocol", o.protocol != u.protocol),
+                (
+                    "max_streams_per_connection",
+                    o.max_streams_per_connection != u.max_streams_per_connection,
+                ),
+                ("tls", o.tls != u.tls),
             ]
             .into_iter()
             .filter_map(|(key, changed)| changed.then_some(key))

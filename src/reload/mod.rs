@@ -213,7 +213,10 @@ impl Reloader {
             Err(error) => return Some(AttemptResult::Failed { error }),
             Ok(certificates) => certificates,
         };
-        let unchanged = new.hash == current.config.hash;
+        // The same text can still read other files: an upstream's CA
+        // bundle or client certificate, replaced in place.
+        let unchanged =
+            new.hash == current.config.hash && new.upstreams == current.config.upstreams;
         if unchanged && certificates.is_none() {
             let last_failed = self.state().last.as_ref().is_some_and(|a| !a.succeeded());
             if trigger == Trigger::File && !last_failed {

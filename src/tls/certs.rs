@@ -129,12 +129,13 @@ pub fn read_certs(path: &Path) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>)
         });
     }
     for der in &certs {
-        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| {
-            CertError::BadCertificate {
-                path: path.to_path_buf(),
-                why: e.to_string(),
-            }
-        })?;
+        let bad = |why: String| CertError::BadCertificate {
+            path: path.to_path_buf(),
+            why,
+        };
+        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| bad(e.to_string()))?;
+        x509_parser_pingora::parse_x509_certificate(der.as_ref())
+            .map_err(|e| bad(e.to_string()))?;
     }
     Ok((certs, pem))
 }

@@ -213,6 +213,26 @@ async fn a_slow_backend_and_a_short_grpc_timeout_are_deadline_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_deadline_that_runs_out_does_not_count_against_the_backend() {
+    let (silent, _task) = silent_backend().await;
+    let passive = "[upstreams.app.passive_health_check]\nconsecutive_failures = 1\n";
+    let proxy = TestProxy::start_with(H2C, &upstream("app", &[silent], passive)).await;
+    for _ in 0..3 {
+        let (head, _) = raw_call(proxy.addr, "/test.Echo/Unary", &[("grpc-timeout", "50m")]).await;
+        assert_eq!(head.headers["grpc-status"], "4");
+    }
+    let b = proxy.backend(silent).await;
+    assert_eq!(b["state"], "healthy", "{b}");
+    let m = proxy.metrics().await;
+    let timeouts = metric_sum(
+        &m,
+        "switchyard_upstream_failures_total",
+        &[("kind", "timeout")],
+    );
+    assert_eq!(timeouts, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_check_takes_out_a_not_serving_backend_and_brings_it_back() {
     let backends = [GrpcBackend::start("a").await, GrpcBackend::start("b").await];
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();

@@ -111,6 +111,51 @@ async fn streams_share_connections_up_to_max_streams_per_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_to_an_http2_backend_goes_as_a_plain_request() {
+    let backend = H2Backend::start("h2", watch::channel(true).1).await;
+    let passive = "[upstreams.app.passive_health_check]\nconsecutive_failures = 1\n";
+    let proxy = TestProxy::start_with("", &upstream("app", &[backend.addr], passive)).await;
+    let head = "GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let want = b"h2 HTTP/2.0 te= len=0";
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(want) {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("an answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("h2 HTTP/2.0 te= len=0"), "{answer}");
+    let b = proxy.backend(backend.addr).await;
+    assert_eq!(b["state"], "healthy", "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_refusing_streams_is_not_ejected_for_it() {
+    let (refuser, refused, _task) = refusing_backend().await;
+    let passive = "[upstreams.app.passive_health_check]\nconsecutive_failures = 1\n";
+    let proxy = TestProxy::start_with("", &upstream("app", &[refuser], passive)).await;
+    let url = format!("http://{}/", proxy.addr);
+    for _ in 0..3 {
+        assert_eq!(client().get(&url).send().await.unwrap().status(), 502);
+    }
+    // Each request is sent again to the same backend, within `retries` (2).
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 9);
+    let b = proxy.backend(refuser).await;
+    assert_eq!(b["state"], "healthy", "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_stream_goes_to_another_backend_whatever_its_method() {
     let (refuser, refused, _task) = refusing_backend().await;
     let good = H2Backend::start("good", watch::channel(true).1).await;

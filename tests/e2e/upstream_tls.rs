@@ -11,7 +11,7 @@ use switchyard::config::parse;
 use crate::support::h2backend::H2Backend;
 use crate::support::proxy::metric_sum;
 use crate::support::tls::{Ca, Key};
-use crate::support::{client, temp_dir, TestProxy};
+use crate::support::{client, eventually, temp_dir, TestProxy};
 
 /// `[upstreams.NAME]` over TLS to `backend`, with these TLS lines and
 /// upstream lines.
@@ -138,6 +138,50 @@ async fn a_client_certificate_for_a_backend_that_asks_for_one() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502, "the backend refuses a client without one");
+    // TLS 1.3 refuses the certificate after the client's side of the
+    // handshake is done: still a TLS failure, not a reset.
+    let m = eventually("the failure to be counted", || async {
+        let m = proxy.metrics().await;
+        let all = metric_sum(
+            &m,
+            "switchyard_upstream_failures_total",
+            &[("upstream", "without")],
+        );
+        (all > 0.0).then_some(m)
+    })
+    .await;
+    let kind = |k| {
+        metric_sum(
+            &m,
+            "switchyard_upstream_failures_total",
+            &[("upstream", "without"), ("kind", k)],
+        )
+    };
+    assert_eq!(
+        (kind("tls"), kind("reset"), kind("protocol")),
+        (1.0, 0.0, 0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_a_replaced_ca_file_even_when_the_config_is_unchanged() {
+    let (ca, other) = (Ca::new(), Ca::new());
+    let leaf = ca.issue(&["backend.test"], Key::P256);
+    let backend = H2Backend::start_tls("tls", &leaf.cert, &leaf.key, None).await;
+    let dir = temp_dir("upstream-ca-reload");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &other.pem).unwrap();
+    let tls = format!("sni = \"backend.test\"\nca = \"{}\"\n", ca_file.display());
+    let eject = "[upstreams.app.passive_health_check]\nconsecutive_failures = 0\n";
+    let upstream = format!("{}{eject}", tls_upstream("app", backend.addr, "", &tls));
+    let proxy = TestProxy::start_with("watch_config = false\n", &upstream).await;
+    let url = format!("http://{}/", proxy.addr);
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 502);
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (code, answer) = proxy.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.to_string().contains("tls"), "{answer}");
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
 }
 
 #[test]
@@ -171,6 +215,16 @@ fn bad_tls_files_and_keys_are_errors_where_written_and_verify_off_is_a_warning()
         ("sni = \"not a name\"\n", 4, "bad sni"),
         ("verify = \"no\"\n", 4, "bool"),
     ];
+    let grpc_on_http1 = parse(
+        &path,
+        "[upstreams.app]\nbackends = [\"127.0.0.1:3001\"]\n[upstreams.app.health_check]\ntype = \"grpc\"\n",
+    )
+    .expect_err("a grpc check needs http2");
+    let text = grpc_on_http1.to_string();
+    assert!(
+        text.contains(":4:") && text.contains("protocol = \"http2\""),
+        "{text}"
+    );
     for (tls, line, says) in cases {
         let e = load(tls).expect_err(tls);
         let text = e.to_string();

@@ -74,6 +74,16 @@ impl Source<'_> {
             Some(p) => {
                 let path = self.file_key(p, "ca")?;
                 let (found, _) = certs::read_certs(&path).map_err(|e| self.cert_error(p, e))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for der in &found {
+                    roots.add(der.clone()).map_err(|e| {
+                        let why = format!(
+                            "{}: a certificate rustls does not take as a root: {e}",
+                            path.display()
+                        );
+                        self.error(p.span(), ErrorKind::Certificate(why))
+                    })?;
+                }
                 let certs = found.iter().map(|c| c.as_ref().to_vec()).collect();
                 Some(CaBundle { path, certs })
             }

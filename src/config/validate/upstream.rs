@@ -39,6 +39,20 @@ impl Source<'_> {
             Some(list) => return Err(self.error(list.span(), ErrorKind::EmptyBackends(name))),
             None => return Err(self.error(span, ErrorKind::EmptyBackends(name))),
         };
+        let (protocol, max_streams_per_connection) =
+            self.protocol(&u.protocol, &u.max_streams_per_connection)?;
+        let grpc_check = u
+            .health_check
+            .as_ref()
+            .and_then(|h| h.get_ref().kind.as_ref())
+            .filter(|k| k.get_ref() == "grpc");
+        if let (Some(k), Protocol::Http1) = (grpc_check, protocol) {
+            let kind = ErrorKind::OnlyWith {
+                key: "type = \"grpc\"",
+                only: "protocol = \"http2\"",
+            };
+            return Err(self.error(k.span(), kind));
+        }
         let health_check = match u.health_check {
             None => None,
             Some(section) => Some(self.health_check(section.into_inner())?),
@@ -59,8 +73,6 @@ impl Source<'_> {
             None => None,
             Some(section) => Some(self.sticky(section.into_inner())?),
         };
-        let (protocol, max_streams_per_connection) =
-            self.protocol(&u.protocol, &u.max_streams_per_connection)?;
         let tls = match u.tls {
             None => None,
             Some(section) => Some(self.upstream_tls(&name, section)?),

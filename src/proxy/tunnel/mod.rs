@@ -69,8 +69,19 @@ impl Proxy {
     /// carries: `Ok(true)` once it has been answered (and, after a `101`,
     /// carried to its end), `Ok(false)` for the proxy loop to forward.
     pub(super) async fn tunnel(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // An HTTP/2 backend takes no HTTP/1.1 upgrade, and Switchyard does
+        // not open WebSockets as HTTP/2 streams (RFC 8441): the request goes
+        // on as a plain one, and the backend says what it makes of it.
+        let http2 = ctx
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.peer_template().http2());
         match head::classify(session) {
             head::Kind::Plain => return Ok(false),
+            head::Kind::Tunnel if http2 => {
+                head::decline(session.req_header_mut());
+                return Ok(false);
+            }
             head::Kind::Declined => {
                 head::decline(session.req_header_mut());
                 return Ok(false);
