@@ -6,9 +6,11 @@
 #     QUICK=1 bash benches/compare.sh      # 1 round of 2 s runs (smoke test)
 #
 # It installs what is missing (Debian packages: nginx and its echo module,
-# haproxy, wrk, nghttp2-client for h2load, nodejs), builds Switchyard in release mode,
+# haproxy, wrk, nghttp2-client for h2load, nodejs), builds Switchyard in release mode
+# (and, for the gRPC row, the grpc_bench example: a tonic client and backend),
 # starts the backends (one nginx worker: two fast servers, one that answers
-# after SLOW_MS, and stub_status) and the load generators on LOAD_CPU, and
+# after SLOW_MS, the fast answer over h2c twice, and stub_status; two
+# one-thread gRPC backends) and the load generators on LOAD_CPU, and
 # each proxy fresh for every run, pinned to PROXY_CPU. Targets run
 # interleaved: every measurement goes through all of them before the next
 # starts, ROUNDS times. Everything listens on 127.0.0.1.
@@ -22,10 +24,11 @@
 #   CRASH_SECS [20] seconds of crash loop, CRASH_CONNS [8] clients; one of the
 #     Node.js backends, in turn, killed every CRASH_EVERY [2] s, restarted CRASH_DOWN [1] s later
 #   HS_CONNS [16] clients making a new TLS connection for every request
-#   H2_CONNS [16] HTTP/2 connections with H2_STREAMS [10] concurrent streams each
+#   H2_CONNS [16] HTTP/2 connections with H2_STREAMS [10] concurrent streams
+#     (or gRPC calls) each, for the h2, h2c_upstream and grpc rows
 #   PROXY_CPU [0]  LOAD_CPU [1]  QUICK [0]  KEEP_TMP [0]: keep configs and logs
 #   ONLY [all]: some of keepalive fixed many idle slow unpinned crashloop tls
-#     handshakes h2, to rerun those
+#     handshakes h2 h2c_upstream grpc, to rerun those
 #   TIME_LIMIT [generous] seconds after the build before the whole run is stopped
 set -euo pipefail
 
@@ -39,6 +42,8 @@ source "$HERE/install.sh"
 source "$HERE/targets.sh"
 # shellcheck source=benches/compare/measure.sh
 source "$HERE/measure.sh"
+# shellcheck source=benches/compare/measure_h2.sh
+source "$HERE/measure_h2.sh"
 
 if [[ ${QUICK:-0} == 1 ]]; then
 	ROUNDS=${ROUNDS:-1}
@@ -76,6 +81,9 @@ TARGETS=(direct switchyard nginx haproxy)
 PROXIES=(switchyard nginx haproxy)
 SLOW_VARIANTS=(switchyard-rr switchyard-lc switchyard-ll nginx-lc haproxy-lc)
 CRASH_VARIANTS=(switchyard-lc-checks switchyard-rr-checks switchyard-lc-passive nginx-lc-checks haproxy-lc-checks)
+SCENARIOS=${ONLY:-keepalive fixed many idle slow unpinned crashloop tls handshakes h2 h2c_upstream grpc}
+# wants NAME: whether this run includes scenario NAME.
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 for v in ROUNDS DURATION WARMUP CONNS MANY_CONNS IDLE_CONNS RATE RATE_CONNS \
 	SLOW_MS SLOW_RATE SLOW_CONNS CRASH_SECS CRASH_CONNS CRASH_EVERY CRASH_DOWN \
@@ -111,26 +119,34 @@ if ((IDLE_CONNS > HAPROXY_MAX_CONNS - 50)); then
 fi
 ((IDLE_CONNS >= 100 && MANY_CONNS < MAX_CONNS)) || die "ulimit -n ($NOFILE) is too low for this benchmark"
 
-log "building Switchyard (cargo build --release)"
-bounded 3600 cargo build --release --quiet --bin switchyard --manifest-path "$REPO/Cargo.toml" ||
+BUILD=(--bin switchyard)
+wants grpc && BUILD+=(--example grpc_bench)
+log "building Switchyard (cargo build --release ${BUILD[*]})"
+bounded 3600 cargo build --release --quiet "${BUILD[@]}" --manifest-path "$REPO/Cargo.toml" ||
 	die "cargo build --release failed"
 SWITCHYARD_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/switchyard
+GRPC_BENCH_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/grpc_bench
 [[ -x $SWITCHYARD_BIN ]] || die "no binary at $SWITCHYARD_BIN"
+if wants grpc; then [[ -x $GRPC_BENCH_BIN ]] || die "no binary at $GRPC_BENCH_BIN"; fi
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-compare.XXXXXX")
 RESULTS=$WORK_DIR/results.tsv
 : >"$RESULTS"
-mapfile -t PORTS < <(python3 "$HERE/ports.py" 11)
-((${#PORTS[@]} == 11)) || die "could not find 11 free ports on 127.0.0.1"
+mapfile -t PORTS < <(python3 "$HERE/ports.py" 15)
+((${#PORTS[@]} == 15)) || die "could not find 15 free ports on 127.0.0.1"
 PORT_FAST1=${PORTS[0]} PORT_FAST2=${PORTS[1]} PORT_SLOW=${PORTS[2]} PORT_STATUS=${PORTS[3]}
 PORT_SWITCHYARD=${PORTS[4]} PORT_ADMIN=${PORTS[5]} PORT_NGINX=${PORTS[6]} PORT_HAPROXY=${PORTS[7]}
 PORTS_NODE=("${PORTS[8]}" "${PORTS[9]}" "${PORTS[10]}")
+PORT_H2C1=${PORTS[11]} PORT_H2C2=${PORTS[12]}
+PORTS_GRPC=("${PORTS[13]}" "${PORTS[14]}")
 make_cert
 
-# A generous bound on the whole run: 33 runs a round, each with its warm-up,
+# A generous bound on the whole run: 41 runs a round, each with its warm-up,
 # start, stop and the load tools' own slack, and 5 crash-loop runs.
-start_watchdog "${TIME_LIMIT:-$((ROUNDS * (33 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}"
+LIMIT=${TIME_LIMIT:-$((ROUNDS * (41 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}
+start_watchdog "$LIMIT"
 start_backends
+wants grpc && start_grpc_backends $((LIMIT + 60))
 
 STARTED_AT=$SECONDS
 # scenario NAME WHAT MEASURE TARGET...: unless ONLY leaves NAME out, run
@@ -138,7 +154,7 @@ STARTED_AT=$SECONDS
 scenario() {
 	local name=$1 what=$2 measure=$3 t
 	shift 3
-	[[ " ${ONLY:-keepalive fixed many idle slow unpinned crashloop tls handshakes h2} " == *" $name "* ]] || return 0
+	wants "$name" || return 0
 	log "round $ROUND of $ROUNDS: $what"
 	for t in "$@"; do "$measure" "$t"; done
 }
@@ -155,6 +171,9 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	scenario tls "TLS, $CONNS keep-alive connections" measure_tls "${PROXIES[@]}"
 	scenario handshakes "a TLS handshake per request" measure_handshakes "${PROXIES[@]}"
 	scenario h2 "HTTP/2 over TLS, $H2_CONNS connections x $H2_STREAMS streams" measure_h2 "${PROXIES[@]}"
+	scenario h2c_upstream "h2c to HTTP/2 backends, $H2_CONNS connections x $H2_STREAMS streams" \
+		measure_h2c_upstream "${TARGETS[@]}"
+	scenario grpc "gRPC unary calls, $H2_CONNS connections x $H2_STREAMS calls" measure_grpc "${TARGETS[@]}"
 done
 ELAPSED=$((SECONDS - STARTED_AT))
 
@@ -169,7 +188,7 @@ REPORT=$OUT_DIR/$(date +%Y%m%d-%H%M%S).md
 	printf -- '- machine: %s, %s CPUs, Linux %s\n' \
 		"$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" "$(nproc)" "$(uname -r)"
 	tool_versions
-	printf -- '- proxies: 1 worker thread (process for nginx) pinned to CPU %s; load (wrk, h2load: one thread) and backends (one nginx worker) on CPU %s\n' \
+	printf -- '- proxies: 1 worker thread (process for nginx) pinned to CPU %s; load (wrk, h2load, grpc_bench: one thread) and backends (one nginx worker; two one-thread gRPC servers) on CPU %s\n' \
 		"$PROXY_CPU" "$LOAD_CPU"
 	printf -- '- %s round(s), targets interleaved, each run %s s after a %s s warm-up, each proxy fresh per run; %s s of measuring in all\n' \
 		"$ROUNDS" "$DURATION" "$WARMUP" "$ELAPSED"

@@ -278,31 +278,6 @@ measure_handshakes() {
 	stop_target
 }
 
-# measure_h2 TARGET: requests/s and CPU per request over HTTP/2 and TLS:
-# h2load with H2_CONNS connections, H2_STREAMS concurrent streams on each.
-measure_h2() {
-	local t=$1 c0 c1 out=$WORK_DIR/h2load-h2.out ok flag="" bad args
-	start_target "$t" 1 rr fast "$PROXY_CPU" tls
-	args=(-c "$H2_CONNS" -m "$H2_STREAMS" "https://127.0.0.1:$TARGET_PORT/")
-	bounded $((WARMUP + 30)) taskset -c "$LOAD_CPU" h2load -D "$WARMUP" "${args[@]}" \
-		>"$out" 2>&1 || true
-	c0=$(cpu_ticks "$TARGET_PID")
-	bounded $((DURATION + 30)) taskset -c "$LOAD_CPU" h2load -D "$DURATION" "${args[@]}" \
-		>"$out" 2>&1 || flag="h2load exited non-zero"
-	c1=$(cpu_ticks "$TARGET_PID")
-	grep -q '^Application protocol: h2$' "$out" || flag="${flag:+$flag; }h2 was not negotiated"
-	ok=$(awk '/^requests:/ {print $8}' "$out")
-	bad=$(awk '/^requests:/ {print $10 + $12 + $14}' "$out")
-	((${bad:-0} > 0)) && flag="${flag:+$flag; }$bad requests failed, errored or timed out"
-	if ((${ok:-0} == 0)); then
-		record h2_rps "$t" nan "${flag:+$flag; }no request succeeded: $(tail -n 2 "$out" | tr '\n' ' ')"
-	else
-		record h2_rps "$t" "$(calc "$ok / $DURATION")" "$flag"
-		cpu_per h2 "$c0" "$c1" "$ok" "$flag"
-	fi
-	stop_target
-}
-
 # wait_line FILE WORD PID SECONDS: wait until a line of FILE starts with
 # WORD; fail if PID exits first or SECONDS pass.
 wait_line() {

@@ -1,6 +1,8 @@
-"""Numbers for compare.sh: percentiles of an h2load log, and the final tables.
+"""Numbers for compare.sh: percentiles of an h2load log, grpc_bench's
+report, and the final tables.
 
     python3 report.py h2load LOG       -> "ok p50_us p99_us p999_us" (2xx answers only)
+    python3 report.py grpc OUT         -> "ok errors calls_per_s p50_us p99_us backends"
     python3 report.py table RESULTS --rate 5000 ...   -> markdown on stdout
 
 RESULTS has one measurement a line: metric, target, round, value and an
@@ -8,6 +10,7 @@ optional flag (why the run is suspect), tab-separated.
 """
 import argparse
 import collections
+import json
 import math
 import statistics
 import sys
@@ -41,7 +44,8 @@ NOTES = """How each row is measured:
 - One slow backend: three backends, one of which answers after {ms} ms; h2load at a fixed rate as above.
 - 2 threads unpinned: two worker threads (nginx: two workers), nothing pinned, the backends free to use every CPU; wrk as in the first row.
 - Crash loop: three Node.js backends (one process each, on the load's CPU); every {every} s one of them, each in turn, is killed with SIGKILL and started again {down} s later. wrk ({cc} keep-alive connections, one thread) runs {cs} s from the first kill on; wrk never retries, so every non-2xx answer and every socket error is a failed request. Switchyard's TCP checks run every 1 s, one failure out and one pass in; HAProxy's checks likewise (`check inter 1s fall 1 rise 1`), with `retries 3`, `option redispatch` and `retry-on all-retryable-errors`; nginx has `max_fails=1 fail_timeout=2s` and its default retries (`proxy_next_upstream error timeout`).
-- TLS: every proxy serves the same self-signed ECDSA P-256 certificate (openssl), TLS 1.2 and 1.3 with its library's defaults (Switchyard: rustls with ring; nginx and HAProxy: OpenSSL), ALPN h2 and http/1.1; backends plain HTTP/1.1. Keep-alive: wrk over https as in the first row (one handshake per connection). Handshakes: wrk with `Connection: close` on {hs} connections, so every request is a new connection and a full handshake (wrk resumes no session). HTTP/2: h2load, {h2c} connections with {h2s} concurrent streams each, ALPN h2 checked; CPU per request as in the first row."""
+- TLS: every proxy serves the same self-signed ECDSA P-256 certificate (openssl), TLS 1.2 and 1.3 with its library's defaults (Switchyard: rustls with ring; nginx and HAProxy: OpenSSL), ALPN h2 and http/1.1; backends plain HTTP/1.1. Keep-alive: wrk over https as in the first row (one handshake per connection). Handshakes: wrk with `Connection: close` on {hs} connections, so every request is a new connection and a full handshake (wrk resumes no session). HTTP/2: h2load, {h2c} connections with {h2s} concurrent streams each, ALPN h2 checked; CPU per request as in the first row.
+- HTTP/2 without TLS: clients speak h2c by prior knowledge to the proxy (Switchyard `h2c = true`; nginx `listen ... http2`; HAProxy `bind ... proto h2`), which speaks HTTP/2 without TLS to two backends (Switchyard `protocol = "http2"`; HAProxy `server ... proto h2`; nginx `grpc_pass grpc://`, the only way nginx 1.22 passes a request to a backend over HTTP/2, which puts one request at a time on a backend connection where the others multiplex, so it keeps up to one idle connection per request in flight: `keepalive {h2n}`, 128 in the other rows). New backend connections as in the first row, counted from the end of the warm-up. Direct is one backend, no proxy. h2load: {h2c} connections × {h2s} streams to backend nginx servers that speak only HTTP/2 on those ports, so every answer came over it. gRPC: grpc_bench (a tonic client on one thread) makes unary calls over {h2c} connections with {h2s} calls in flight on each, to two tonic backends (one thread each, on the load's CPU); calls/s over the run, p50 and p99 of the calls that succeeded (nearest rank); a failed call, or a proxy that sent every call to one backend, marks the cell ⚠. CPU per request or call as in the first row."""
 
 
 def percentile(sorted_values, p):
@@ -61,6 +65,23 @@ def h2load_log(path):
                 durations.append(int(cols[2]))
     durations.sort()
     print(len(durations), *(percentile(durations, p) for p in (50, 99, 99.9)))
+
+
+def grpc_report(path):
+    """The numbers of grpc_bench's JSON line in `path`; exits 1 without one."""
+    report = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("{"):
+                try:
+                    report = json.loads(line)
+                except ValueError:
+                    continue
+    if report is None:
+        sys.exit(1)
+    fields = [report["ok"], report["errors"], f"{report['calls_per_s']:.1f}",
+              report["p50_us"] or 0, report["p99_us"] or 0, len(report["backends"])]
+    print(*fields)
 
 
 def load(path):
@@ -197,9 +218,22 @@ def render(args):
     ]
     table(tls_rows, TLS_TARGETS, HEADS, ratios, values, flagged,
           "Over TLS, 1 thread pinned, backends plain HTTP/1.1:")
+    h2c_rows = [
+        ("h2c_rps", f"HTTP/2 requests/s, {args.h2_conns} connections × {args.h2_streams} streams", "higher"),
+        ("h2c_cpu_us", "proxy CPU per HTTP/2 request (µs)", "lower"),
+        ("h2c_churn", "new backend connections per run", "lower"),
+        ("grpc_rps", f"gRPC unary calls/s, {args.h2_conns} connections × {args.h2_streams} calls", "higher"),
+        ("grpc_p50", "gRPC call latency p50 (ms)", "lower"),
+        ("grpc_p99", "gRPC call latency p99 (ms)", "lower"),
+        ("grpc_cpu_us", "proxy CPU per gRPC call (µs)", "lower"),
+    ]
+    table(h2c_rows, TARGETS, HEADS, ratios, values, flagged,
+          "HTTP/2 without TLS on both sides (h2c by prior knowledge), 1 thread pinned, "
+          "backends HTTP/2 (nginx: grpc_pass):")
     print(NOTES.format(c=c, r=r, many=many, idle=idle, ms=args.slow_ms, every=args.crash_every,
                        down=args.crash_down, cc=args.crash_conns, cs=args.crash_secs,
-                       hs=args.hs_conns, h2c=args.h2_conns, h2s=args.h2_streams))
+                       hs=args.hs_conns, h2c=args.h2_conns, h2s=args.h2_streams,
+                       h2n=max(128, args.h2_conns * args.h2_streams)))
     if flags:
         print()
         print("⚠ suspect runs:")
@@ -214,6 +248,9 @@ def render(args):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "h2load":
         h2load_log(sys.argv[2])
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "grpc":
+        grpc_report(sys.argv[2])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("cmd", choices=["table"])

@@ -14,17 +14,19 @@ render() {
 	printf '%s\n' "$text" >"$out"
 }
 
-# wait_ready PORT PID LOG [SCHEME]: poll GET / on PORT (http, or https
-# trusting anything) until it answers 200 (20 s at most); fail with LOG's
-# tail if PID exits first.
+# wait_ready PORT PID LOG [SCHEME]: poll GET / on PORT (http, https
+# trusting anything, or h2c: HTTP/2 by prior knowledge) until it answers
+# 200 (20 s at most); fail with LOG's tail if PID exits first.
 wait_ready() {
 	local port=$1 pid=$2 logfile=$3 scheme=${4:-http} deadline=$((SECONDS + 20)) code
+	local args=(-sk)
+	[[ $scheme == h2c ]] && args+=(--http2-prior-knowledge) && scheme=http
 	while ((SECONDS < deadline)); do
 		if [[ -n $pid ]] && ! alive "$pid"; then
 			tail -n 20 "$logfile" >&"$LOG_FD"
 			die "process $pid for port $port exited during startup (log: $logfile)"
 		fi
-		code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$port/" || true)
+		code=$(curl "${args[@]}" -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$port/" || true)
 		[[ $code == 200 ]] && return 0
 		sleep 0.1
 	done
@@ -38,6 +40,7 @@ start_backends() {
 		"DIR=$WORK_DIR" "ECHO_MODULE=$ECHO_MODULE" "NOFILE=$NOFILE" \
 		"MAX_CONNS=$MAX_CONNS" "FAST1=$PORT_FAST1" "FAST2=$PORT_FAST2" \
 		"SLOW=$PORT_SLOW" "STATUS=$PORT_STATUS" "SLOW_MS=$SLOW_MS" \
+		"H2C1=$PORT_H2C1" "H2C2=$PORT_H2C2" \
 		"SLOW_S=$(awk -v ms="$SLOW_MS" 'BEGIN {printf "%.3f", ms / 1000}')"
 	start_bg "$WORK_DIR/backend.log" taskset -c "$LOAD_CPU" \
 		nginx -e "$WORK_DIR/backend.err" -p "$WORK_DIR" -c "$conf" -g 'daemon off;'
@@ -45,6 +48,23 @@ start_backends() {
 	wait_ready "$PORT_FAST1" "$BACKEND_PID" "$WORK_DIR/backend.err"
 	wait_ready "$PORT_FAST2" "$BACKEND_PID" "$WORK_DIR/backend.err"
 	wait_ready "$PORT_SLOW" "$BACKEND_PID" "$WORK_DIR/backend.err"
+	wait_ready "$PORT_H2C1" "$BACKEND_PID" "$WORK_DIR/backend.err" h2c
+	wait_ready "$PORT_H2C2" "$BACKEND_PID" "$WORK_DIR/backend.err" h2c
+}
+
+# start_grpc_backends HOLD: the two gRPC backends (grpc_bench servers, one
+# thread each) on PORTS_GRPC, pinned with the other backends; each exits
+# after HOLD seconds whatever happens.
+start_grpc_backends() {
+	local port out
+	for port in "${PORTS_GRPC[@]}"; do
+		out=$WORK_DIR/grpc-backend-$port.log
+		start_bg "$out" taskset -c "$LOAD_CPU" "$GRPC_BENCH_BIN" server \
+			--listen "127.0.0.1:$port" --hold "$1"
+		wait_line "$out" READY "$BG_PID" 20 ||
+			die "the gRPC backend on $port did not start: $(tail -n 2 "$out" | tr '\n' ' ')"
+		wait_ready "$port" "$BG_PID" "$out" h2c
+	done
 }
 
 # make_cert: one certificate for every proxy's TLS rows, in WORK_DIR: an
@@ -79,7 +99,9 @@ accepts_between() {
 }
 
 # backend_list KIND SET: the backends in KIND's config syntax; SET is
-# `fast` (the two fast ones), `slow` (those plus the slow one), or `crash`
+# `fast` (the two fast ones), `slow` (those plus the slow one), `h2c` (the
+# two fast ones over HTTP/2 without TLS), `grpc` (the two gRPC backends;
+# HAProxy speaks HTTP/2 to both of these with `proto h2`), or `crash`
 # and `crash-passive` (the three Node.js backends of the crash loop, with
 # each proxy's settings for processes that die and come back: nginx
 # `max_fails=1 fail_timeout=2s`; HAProxy checks every second, one failure
@@ -87,6 +109,11 @@ accepts_between() {
 backend_list() {
 	local kind=$1 ports=("$PORT_FAST1" "$PORT_FAST2") i=0 p out="" opts=""
 	[[ $2 == slow ]] && ports+=("$PORT_SLOW")
+	if [[ $2 == h2c || $2 == grpc ]]; then
+		ports=("$PORT_H2C1" "$PORT_H2C2")
+		[[ $2 == grpc ]] && ports=("${PORTS_GRPC[@]}")
+		[[ $kind == haproxy ]] && opts=" proto h2"
+	fi
 	if [[ $2 == crash* ]]; then
 		ports=("${PORTS_NODE[@]}")
 		case $kind in
@@ -117,6 +144,21 @@ switchyard_balance() {
 	esac
 }
 
+# http2_set SET: whether SET's backends speak HTTP/2 (without TLS).
+http2_set() { [[ $1 == h2c || $1 == grpc ]]; }
+
+# nginx_pass SET: nginx's location body for SET: proxy_pass over HTTP/1.1
+# with keep-alive, or grpc_pass for HTTP/2 backends (nginx's proxy module
+# speaks only HTTP/1.x to a backend; its gRPC module passes any request).
+nginx_pass() {
+	if http2_set "$1"; then
+		echo '            grpc_pass grpc://app;'
+	else
+		printf '%s\n' '            proxy_pass http://app;' '            proxy_http_version 1.1;' \
+			'            proxy_set_header Connection "";'
+	fi
+}
+
 # switchyard_tables SET: the tables after Switchyard's backends: for
 # `crash`, TCP checks every second, one failure out and one pass in.
 switchyard_tables() {
@@ -125,14 +167,17 @@ switchyard_tables() {
 		'healthy_threshold = 1' 'unhealthy_threshold = 1'
 }
 
-# start_target KIND THREADS BALANCE SET CPUS [tls]: start a fresh KIND
+# start_target KIND THREADS BALANCE SET CPUS [tls|h2c]: start a fresh KIND
 # (direct, switchyard, nginx or haproxy) balancing with BALANCE (rr or lc)
 # over the backends of SET, on CPUS (empty: unpinned); with `tls`, its port
-# speaks TLS (ALPN h2 and http/1.1) with make_cert's certificate. Sets
-# TARGET_PID (empty for direct), TARGET_PORT and TARGET_SCHEME.
+# speaks TLS (ALPN h2 and http/1.1) with make_cert's certificate; with
+# `h2c`, HTTP/2 by prior knowledge (nginx and HAProxy then speak nothing
+# else there). Direct is SET's first backend. Sets TARGET_PID (empty for
+# direct), TARGET_PORT and TARGET_SCHEME.
 start_target() {
 	local kind=$1 threads=$2 balance=$3 set=$4 cpus=$5 tls=${6:-} conf pin=()
-	local plain tls_table="" nginx_listen="" nginx_tls="" haproxy_bind=""
+	local plain tls_table="" nginx_listen="" nginx_tls="" haproxy_bind="" h2c="" protocol=""
+	local keepalive=128
 	TARGET_NAME=$kind
 	TARGET_SCHEME=http
 	plain="\"127.0.0.1:$PORT_SWITCHYARD\""
@@ -144,6 +189,15 @@ start_target() {
 		nginx_listen="ssl http2 "
 		nginx_tls="        ssl_certificate $WORK_DIR/tls.pem;"$'\n'"        ssl_certificate_key $WORK_DIR/tls.key;"
 		haproxy_bind=" ssl crt $WORK_DIR/tls.both.pem alpn h2,http/1.1"
+	elif [[ $tls == h2c ]]; then
+		TARGET_SCHEME=h2c
+		h2c="h2c = true"
+		nginx_listen="http2 "
+		haproxy_bind=" proto h2"
+	fi
+	if http2_set "$set"; then
+		protocol='protocol = "http2"'
+		((H2_CONNS * H2_STREAMS > keepalive)) && keepalive=$((H2_CONNS * H2_STREAMS))
 	fi
 	[[ -n $cpus ]] && pin=(taskset -c "$cpus")
 	conf=$WORK_DIR/$kind.conf
@@ -151,10 +205,12 @@ start_target() {
 	direct)
 		TARGET_PID=""
 		TARGET_PORT=$PORT_FAST1
+		[[ $set == h2c ]] && TARGET_PORT=$PORT_H2C1
+		[[ $set == grpc ]] && TARGET_PORT=${PORTS_GRPC[0]}
 		return 0
 		;;
 	switchyard)
-		render "$HERE/switchyard.toml" "$conf" "PLAIN=$plain" "TLS=$tls_table" \
+		render "$HERE/switchyard.toml" "$conf" "PLAIN=$plain" "TLS=$tls_table" "H2C=$h2c" "PROTOCOL=$protocol" \
 			"ADMIN=$PORT_ADMIN" "THREADS=$threads" "MAX_CONNS=$MAX_CONNS" \
 			"BALANCE=$(switchyard_balance "$balance")" \
 			"SERVERS=$(backend_list switchyard "$set")" "TABLES=$(switchyard_tables "$set")"
@@ -163,7 +219,8 @@ start_target() {
 		;;
 	nginx)
 		render "$HERE/proxy.nginx.conf" "$conf" "DIR=$WORK_DIR" "PORT=$PORT_NGINX" \
-			"LISTEN_TLS=$nginx_listen" "TLS=$nginx_tls" \
+			"LISTEN=$nginx_listen" "TLS=$nginx_tls" "PASS=$(nginx_pass "$set")" \
+			"KEEPALIVE=$keepalive" \
 			"WORKERS=$threads" "NOFILE=$NOFILE" "MAX_CONNS=$MAX_CONNS" \
 			"BALANCE=$([[ $balance == lc ]] && echo 'least_conn;')" \
 			"SERVERS=$(backend_list nginx "$set")"
@@ -172,7 +229,7 @@ start_target() {
 		TARGET_PORT=$PORT_NGINX
 		;;
 	haproxy)
-		render "$HERE/haproxy.cfg" "$conf" "PORT=$PORT_HAPROXY" "BIND_TLS=$haproxy_bind" \
+		render "$HERE/haproxy.cfg" "$conf" "PORT=$PORT_HAPROXY" "BIND=$haproxy_bind" \
 			"THREADS=$threads" "MAX_CONNS=$HAPROXY_MAX_CONNS" \
 			"BALANCE=$([[ $balance == lc ]] && echo leastconn || echo roundrobin)" \
 			"SERVERS=$(backend_list haproxy "$set")"
