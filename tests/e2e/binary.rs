@@ -122,6 +122,11 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         http.get(url).send().await.ok()
     })
     .await;
+    // The data listener may start a moment after the admin port.
+    eventually("the data port", || async {
+        tokio::net::TcpStream::connect(config.addr).await.ok()
+    })
+    .await;
     let request = tokio::spawn({
         let (http, url) = (http.clone(), config.url());
         async move { http.get(url).send().await?.text().await }

@@ -20,6 +20,7 @@ mod headers;
 mod health;
 mod leaks;
 mod limits;
+mod observability;
 mod reload;
 mod retries;
 mod route_config;

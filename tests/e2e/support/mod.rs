@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod grpc;
 pub mod h2backend;
 pub mod h2raw;
+pub mod promql;
 pub mod proxy;
 pub mod raw;
 pub mod recording;
