@@ -61,8 +61,8 @@ async fn http1_and_http2_clients_reach_an_http2_only_backend() {
     assert_eq!(r.text().await.unwrap(), "h2 HTTP/2.0 te=trailers len=0");
 }
 
-/// Sends `n` requests at once over one HTTP/2 client connection to a
-/// backend held until all have reached it; returns the connections the
+/// Sends `n` requests over one HTTP/2 client connection to a backend
+/// that holds them until all have reached it; returns the connections the
 /// backend saw.
 async fn connections_for(n: usize, max_streams: Option<u32>) -> usize {
     let (open, gate) = watch::channel(false);
@@ -74,35 +74,31 @@ async fn connections_for(n: usize, max_streams: Option<u32>) -> usize {
         TestProxy::start_with("h2c = true\n", &upstream("app", &[backend.addr], &extra)).await;
     let client = h2c_client();
     let url = format!("http://{}/", proxy.addr);
-    // One request first: its connection is there for the rest to share.
-    open.send(true).unwrap();
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
-    proxy.wait_idle(&[backend.addr]).await;
-    open.send(false).unwrap();
-    let calls: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(client.get(&url).send()))
-        .collect();
-    eventually("every request to reach the backend", || async {
-        (proxy.in_flight(backend.addr).await == n as u64).then_some(())
-    })
-    .await;
+    // One at a time, each held at the backend before the next is sent,
+    // so that each finds the connections the earlier ones opened.
+    let mut calls = Vec::new();
+    for i in 0..n {
+        calls.push(tokio::spawn(client.get(&url).send()));
+        eventually("the request to reach the backend", || async {
+            (backend.arrived() == i + 1).then_some(())
+        })
+        .await;
+    }
     open.send(true).unwrap();
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap().status(), 200);
     }
-    assert_eq!(backend.requests(), n + 1);
+    assert_eq!(backend.requests(), n);
     backend.connections()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_share_connections_up_to_max_streams_per_connection() {
     // Without the setting, 100 streams a connection: 40 requests fit on
-    // one, plus the ones that arrive while the idle connection is being
-    // taken from the pool (a few, on a loaded machine). One stream a
-    // connection, Pingora's own default, would take 40.
+    // one. One stream a connection, Pingora's own default, would take 40.
     let shared = connections_for(40, None).await;
-    assert!(shared <= 10, "{shared} connections for 40 requests");
-    // Two streams a connection: at least 20.
+    assert_eq!(shared, 1, "{shared} connections for 40 requests");
+    // Two streams a connection: 20.
     let split = connections_for(40, Some(2)).await;
     assert!(
         split >= 20,

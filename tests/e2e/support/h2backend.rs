@@ -23,8 +23,9 @@ pub struct H2Backend {
     pub addr: SocketAddr,
     /// Connections it accepted (TLS: whose handshake succeeded).
     pub connections: Arc<AtomicUsize>,
-    /// Requests it answered.
-    pub requests: Arc<AtomicUsize>,
+    /// Requests that reached it (answered or still held), and those it
+    /// answered.
+    counts: Arc<[AtomicUsize; 2]>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -84,11 +85,11 @@ impl H2Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
         let (name, conns, reqs) = (
             name.to_string(),
             Arc::clone(&connections),
-            Arc::clone(&requests),
+            Arc::clone(&counts),
         );
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -130,7 +131,7 @@ impl H2Backend {
         H2Backend {
             addr,
             connections,
-            requests,
+            counts,
             task,
         }
     }
@@ -139,8 +140,13 @@ impl H2Backend {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// Requests it has received, answered or not.
+    pub fn arrived(&self) -> usize {
+        self.counts[0].load(Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.counts[1].load(Ordering::SeqCst)
     }
 }
 
@@ -154,8 +160,9 @@ async fn answer(
     req: Request<Incoming>,
     name: String,
     mut gate: watch::Receiver<bool>,
-    requests: Arc<AtomicUsize>,
+    counts: Arc<[AtomicUsize; 2]>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    counts[0].fetch_add(1, Ordering::SeqCst);
     let version = format!("{:?}", req.version());
     let te = req
         .headers()
@@ -164,7 +171,7 @@ async fn answer(
         .unwrap_or_default();
     let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
     let _ = gate.wait_for(|open| *open).await;
-    requests.fetch_add(1, Ordering::SeqCst);
+    counts[1].fetch_add(1, Ordering::SeqCst);
     let len = body.unwrap_or(0);
     Ok(Response::new(Full::new(Bytes::from(format!(
         "{name} {version} te={te} len={len}"
