@@ -37,7 +37,8 @@ impl Proxy {
         ctx.request_id = headers::request_id(session.req_header());
         ctx.grpc = grpc::is_grpc(session.req_header());
         if ctx.grpc {
-            ctx.deadline = grpc::timeout(session.req_header()).and_then(|t| ctx.started.checked_add(t));
+            ctx.deadline =
+                grpc::timeout(session.req_header()).and_then(|t| ctx.started.checked_add(t));
         }
         let limits = &server.limits;
         let checked = framing::check(session.req_header())
