@@ -5,6 +5,7 @@
 mod backend;
 mod balance;
 mod budget;
+mod build;
 mod hash;
 pub mod health;
 pub mod latency;
@@ -17,8 +18,7 @@ mod ring;
 mod select;
 mod upstream;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -31,10 +31,10 @@ pub use ring::{key_hash, Ring};
 pub use select::Hint;
 pub use upstream::{Counters, Hashed, StickyIds, Upstream};
 
-use crate::config::{BackendConfig, Config};
+use crate::config::Config;
 use crate::metrics::RouteSeries;
 use crate::route;
-use health::Health;
+use build::{build_snapshot, Registry};
 
 /// One backend as the current snapshot sees it: shared state plus the
 /// weight this config gives it.
@@ -78,75 +78,6 @@ impl Snapshot {
     pub fn upstream_named(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.iter().find(|u| u.name() == name)
     }
-}
-
-/// Backend states by (upstream, address), and retry windows and counters
-/// by upstream. Weak, so a backend that no snapshot lists goes away once
-/// its last lease ends, and an upstream's window once no snapshot lists
-/// the upstream.
-#[derive(Debug, Default)]
-struct Registry {
-    states: HashMap<(String, String), Weak<BackendState>>,
-    windows: HashMap<String, Weak<RetryWindow>>,
-    counters: HashMap<String, Weak<Counters>>,
-}
-
-impl Registry {
-    fn state(
-        &mut self,
-        upstream: &str,
-        backend: &BackendConfig,
-        initial_up: bool,
-        added_at: u64,
-        counters: &Arc<Counters>,
-    ) -> Arc<BackendState> {
-        let (address, socket_addr) = (&backend.address, backend.socket_addr);
-        let key = (upstream.to_string(), address.to_string());
-        if let Some(state) = self.states.get(&key).and_then(Weak::upgrade) {
-            if state.socket_addr() == socket_addr {
-                return state;
-            }
-        }
-        let state = Arc::new(BackendState::of_upstream(
-            address.to_string(),
-            socket_addr,
-            Health::new(initial_up, added_at),
-            Arc::clone(counters),
-        ));
-        self.states.insert(key, Arc::downgrade(&state));
-        state
-    }
-
-    /// The retry window of `upstream`: the one it had if it stays.
-    fn window(&mut self, upstream: &str) -> Arc<RetryWindow> {
-        shared(&mut self.windows, upstream)
-    }
-
-    /// The counters of `upstream`: the ones it had if it stays.
-    fn counters(&mut self, upstream: &str) -> Arc<Counters> {
-        shared(&mut self.counters, upstream)
-    }
-
-    fn is_live(&self, upstream: &str, address: &str) -> bool {
-        let key = (upstream.to_string(), address.to_string());
-        self.states.get(&key).is_some_and(|w| w.strong_count() > 0)
-    }
-
-    fn prune(&mut self) {
-        self.states.retain(|_, w| w.strong_count() > 0);
-        self.windows.retain(|_, w| w.strong_count() > 0);
-        self.counters.retain(|_, w| w.strong_count() > 0);
-    }
-}
-
-/// The value of `map` for `upstream` if one is still alive, else a new one.
-fn shared<T: Default>(map: &mut HashMap<String, Weak<T>>, upstream: &str) -> Arc<T> {
-    if let Some(value) = map.get(upstream).and_then(Weak::upgrade) {
-        return value;
-    }
-    let value = Arc::new(T::default());
-    map.insert(upstream.to_string(), Arc::downgrade(&value));
-    value
 }
 
 /// The live pool: the current snapshot and the state registry behind it.
@@ -198,31 +129,6 @@ impl Pool {
     /// Sees the version change each time a snapshot is installed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.versions.subscribe()
-    }
-}
-
-fn build_snapshot(
-    config: Config,
-    version: u64,
-    registry: &mut Registry,
-    added_at: u64,
-) -> Snapshot {
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|u| Arc::new(Upstream::build(u, registry, added_at)))
-        .collect();
-    let routes = route::Table::new(config.routes.clone(), config.default_upstream);
-    Snapshot {
-        version,
-        route_series: config
-            .routes
-            .iter()
-            .map(|_| RouteSeries::default())
-            .collect(),
-        routes,
-        config: Arc::new(config),
-        upstreams,
     }
 }
 
