@@ -189,9 +189,5 @@ fn moved_tried(old: &Upstream, new: &Upstream, tried: &[usize]) -> Vec<usize> {
 fn peer_for(upstream: &Upstream, lease: &Lease) -> Box<HttpPeer> {
     let backend = lease.backend();
     let template = upstream.peer_template();
-    Box::new(template.peer(
-        backend.address(),
-        backend.socket_addr(),
-        upstream.timeouts(),
-    ))
+    Box::new(template.peer(backend, upstream.timeouts()))
 }

@@ -15,6 +15,7 @@ use pingora::protocols::ALPN;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
 use crate::config::{Protocol, Timeouts, UpstreamConfig};
+use crate::pool::BackendState;
 
 /// What every peer of one upstream shares.
 pub struct PeerTemplate {
@@ -95,10 +96,18 @@ impl PeerTemplate {
         self.protocol == Protocol::Http2
     }
 
-    /// The peer for the backend written `address` in the config, at
-    /// `socket_addr`, with `timeouts`.
-    pub fn peer(&self, address: &str, socket_addr: SocketAddr, timeouts: &Timeouts) -> HttpPeer {
-        let mut peer = self.bare(address, socket_addr);
+    /// The peer for `backend`, with `timeouts`. Its pooled connections
+    /// are its own: keyed by its connection group as well as by how it is
+    /// reached, so those of a backend no snapshot lists any more are never
+    /// lent to whoever has its address next.
+    pub fn peer(&self, backend: &BackendState, timeouts: &Timeouts) -> HttpPeer {
+        let mut peer = self.bare(backend.address(), backend.socket_addr());
+        // Odd multiplier: distinct groups give distinct keys.
+        peer.group_key = self.group_key.wrapping_add(
+            backend
+                .connection_group()
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let o = &mut peer.options;
         o.connection_timeout = Some(timeouts.connect);
         o.read_timeout = Some(timeouts.read);
