@@ -5,6 +5,7 @@
 //! codes and fixed words. Pool gauges are read from the current snapshot at
 //! scrape time, so they can never drift or underflow.
 
+mod dns;
 mod grpc;
 mod names;
 mod scrape;
@@ -23,6 +24,7 @@ use prometheus::{
 use crate::config::Outcome;
 use crate::pool::{BackendState, Snapshot};
 
+pub use dns::DnsResult;
 pub use names::*;
 use series::position;
 pub use series::{BackendSeries, RouteSeries};
@@ -76,6 +78,10 @@ pub struct Metrics {
     grpc_responses: IntCounterVec,
     /// Its series, resolved once: counted on every request.
     by_protocol_series: [IntCounter; 2],
+    /// upstream, name, result: lookups of each followed DNS name.
+    dns_resolutions: IntCounterVec,
+    /// upstream, name: when each followed name last gave records.
+    dns_last_success: prometheus::GaugeVec,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -94,6 +100,7 @@ impl Metrics {
             &["protocol"],
         );
         let by_protocol_series = PROTOCOLS.map(|p| by_protocol.with_label_values(&[p]));
+        let (dns_resolutions, dns_last_success) = dns::families();
         let metrics = Metrics {
             requests: counter(REQUESTS_TOTAL, "Responses from backends, by status code.", &["upstream", "backend", "code"]),
             duration: HistogramVec::new(
@@ -125,6 +132,8 @@ impl Metrics {
             by_protocol_series,
             grpc_responses: grpc::responses(),
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
+            dns_resolutions,
+            dns_last_success,
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
@@ -147,7 +156,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 26] = [
+        let all: [Box<dyn prometheus::core::Collector>; 28] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -173,6 +182,8 @@ impl Metrics {
             Box::new(metrics.cert_expiry.clone()),
             Box::new(metrics.by_protocol.clone()),
             Box::new(metrics.grpc_responses.clone()),
+            Box::new(metrics.dns_resolutions.clone()),
+            Box::new(metrics.dns_last_success.clone()),
             Box::new(build_info),
         ];
         for c in all {

@@ -30,6 +30,8 @@ pub const TLS_HANDSHAKES_TOTAL: &str = "switchyard_tls_handshakes_total";
 pub const TLS_CERTIFICATE_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
 pub const REQUESTS_BY_PROTOCOL_TOTAL: &str = "switchyard_requests_by_protocol_total";
 pub const GRPC_RESPONSES_TOTAL: &str = "switchyard_grpc_responses_total";
+pub const DNS_RESOLUTIONS_TOTAL: &str = "switchyard_dns_resolutions_total";
+pub const DNS_LAST_SUCCESS_TIMESTAMP: &str = "switchyard_dns_last_success_timestamp_seconds";
 
 /// The `protocol` labels of `switchyard_requests_by_protocol_total`.
 pub const PROTOCOLS: [&str; 2] = ["http1", "h2"];
