@@ -100,6 +100,7 @@ impl NameStatus {
         match self.phase {
             Phase::Starting if error.is_empty() => "no answer yet".to_string(),
             Phase::Starting => format!("no answer yet: {error}"),
+            Phase::Failing if self.last_answer.is_none() => format!("no answer yet: {error}"),
             Phase::Answering => "answering".to_string(),
             Phase::Failing => format!("lookups failing: {error}"),
             Phase::Holding => format!(

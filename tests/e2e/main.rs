@@ -12,6 +12,8 @@ mod binary;
 mod clients;
 mod config_errors;
 mod crashloop;
+mod dns;
+mod dns_failures;
 mod failures;
 mod grpc;
 mod h2;
