@@ -272,3 +272,42 @@ async fn the_ttl_is_clamped_to_min_and_max_refresh() {
     let answer = &upstream_of(&status, "day")["dns"]["names"][0]["last_answer"];
     assert_eq!(answer["ttl_s"], 86_400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_backends_of_names_it_still_follows() {
+    let fleet = TestBackend::fleet(&loopback(&[2, 3]), Behavior::Name).await;
+    let all = addrs(&fleet);
+    let dns = TestDns::start().await;
+    dns.set_a("app.test", &loopback(&[2, 3]));
+    let upstream = |min: &str| {
+        format!(
+            "{}[upstreams.app]\nmin_refresh = \"{min}\"\nmax_refresh = \"1s\"\n\
+             backends = [{{ address = \"app.test:{}\", resolve = true }}]\n",
+            dns.resolver_table(),
+            all[0].port()
+        )
+    };
+    let proxy = TestProxy::start_with("watch_config = false\n", &upstream("100ms")).await;
+    follows(&proxy, "app", &all).await;
+    // The server stops answering: after the reload, the name's task starts
+    // anew (its settings changed) and cannot ask again.
+    dns.set_mode(crate::support::dns::Mode::Silent);
+    std::fs::write(&proxy.config, proxy.config_text(&upstream("200ms"))).unwrap();
+    let (status, answer) = proxy.reload().await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["changes"]["settings_changed"][0],
+        "app: min_refresh, max_refresh, hold_empty"
+    );
+    let mut want: Vec<String> = all.iter().map(ToString::to_string).collect();
+    want.sort();
+    assert_eq!(
+        from_dns(&proxy, "app").await,
+        want,
+        "no empty pool after a reload"
+    );
+    let http = client();
+    for _ in 0..4 {
+        proxy.get_ok(&http, "/").await;
+    }
+}

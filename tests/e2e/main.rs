@@ -13,6 +13,7 @@ mod clients;
 mod config_errors;
 mod crashloop;
 mod dns;
+mod dns_config;
 mod dns_failures;
 mod failures;
 mod grpc;
