@@ -189,4 +189,23 @@ mod tests {
         assert_eq!(host_of("10.0.0.7:8443"), "10.0.0.7");
         assert_eq!(host_of("[::1]:443"), "::1");
     }
+
+    #[test]
+    fn a_retired_backend_never_shares_pooled_connections_again() {
+        use pingora::upstreams::peer::Peer;
+        let text = "[upstreams.app]\nbackends = [\"127.0.0.1:3001\"]\n";
+        let config = crate::config::parse_offline(std::path::Path::new("t.toml"), text).unwrap();
+        let u = &config.upstreams[0];
+        let template = PeerTemplate::new(u);
+        let health = crate::pool::health::Health::new(true, 0);
+        let b = BackendState::new("127.0.0.1:3001".into(), u.backends[0].socket_addr, health);
+        let first = template.peer(&b, &u.timeouts).reuse_hash();
+        assert_eq!(template.peer(&b, &u.timeouts).reuse_hash(), first);
+        b.retire();
+        assert_ne!(template.peer(&b, &u.timeouts).reuse_hash(), first);
+        // Another state at the same address has connections of its own.
+        let health = crate::pool::health::Health::new(true, 0);
+        let other = BackendState::new("127.0.0.1:3001".into(), u.backends[0].socket_addr, health);
+        assert_ne!(template.peer(&other, &u.timeouts).reuse_hash(), first);
+    }
 }
