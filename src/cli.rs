@@ -91,6 +91,21 @@ pub fn summary(config: &Config) -> String {
         for b in &u.backends {
             let _ = writeln!(out, "    {} weight {}", b.address, b.weight);
         }
+        for d in &u.dns {
+            let r = &u.refresh;
+            let weight = match d.lookup {
+                crate::config::Lookup::Ip { .. } => format!("weight {}", d.weight),
+                crate::config::Lookup::Srv => "weights from SRV".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "    follows {}, {weight}; refresh {:?} to {:?}, hold_empty {:?}",
+                d.describe(),
+                r.min,
+                r.max,
+                r.hold_empty
+            );
+        }
     }
     if !config.routes.is_empty() {
         out.push_str(&routes_summary(config));

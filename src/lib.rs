@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod downstream;
 pub mod drain;
 pub mod health;

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => {
             print!("{}", cli::summary(&config));
+            for warning in switchyard::discovery::check(&config) {
+                println!("{warning}");
+            }
             match cli::certificates_summary(&config, std::time::SystemTime::now()) {
                 Ok(certs) => {
                     print!("{certs}");

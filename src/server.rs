@@ -1,6 +1,6 @@
 //! Assembles the Pingora server: the proxy service on the data addresses,
-//! the admin service on its own, and the health checker in the background,
-//! sharing one pool and one registry.
+//! the admin service on its own, and the health checker and DNS discovery
+//! in the background, sharing one pool and one registry.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
+use crate::discovery::{Board, Discovery};
 use crate::downstream::Connections;
 use crate::drain::Draining;
 use crate::health::Checker;
@@ -83,12 +84,14 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         tls,
         config.path.clone(),
     ));
+    let board = Arc::new(Board::default());
     let mut admin = Service::new(
         "switchyard admin".to_string(),
         Admin::new(
             Arc::clone(&pool),
             Arc::clone(&metrics),
             Arc::clone(&reloader),
+            Arc::clone(&board),
         ),
     );
     admin.threads = Some(1);
@@ -99,6 +102,11 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         Checker::new(Arc::clone(&pool), Arc::clone(&metrics)),
     );
 
+    let discovery = background_service(
+        "switchyard dns discovery",
+        Discovery::new(Arc::clone(&pool), Arc::clone(&metrics), board),
+    );
+
     let triggers = background_service(
         "switchyard reload",
         Triggers::new(reloader, config.server.watch_config),
@@ -107,6 +115,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(checker);
+    server.add_service(discovery);
     server.add_service(triggers);
     server.add_service(drain);
     Ok(Switchyard {

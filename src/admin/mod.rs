@@ -12,6 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
+use crate::discovery::Board;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Snapshot};
 use crate::reload::{Reloader, Trigger};
@@ -26,6 +27,8 @@ pub struct Admin {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     reloader: Arc<Reloader>,
+    /// What each followed DNS name last did.
+    board: Arc<Board>,
 }
 
 /// Each endpoint and the one method it takes.
@@ -39,11 +42,17 @@ const ENDPOINTS: [(&str, Method); 6] = [
 ];
 
 impl Admin {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, reloader: Arc<Reloader>) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        reloader: Arc<Reloader>,
+        board: Arc<Board>,
+    ) -> Self {
         Admin {
             pool,
             metrics,
             reloader,
+            board,
         }
     }
 
@@ -76,8 +85,11 @@ impl Admin {
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
                 r
             }
-            "/status" => json_response(StatusCode::OK, &status(&snapshot, &self.reloader)),
-            "/readyz" => readiness(&snapshot),
+            "/status" => {
+                let status = status(&snapshot, &self.reloader, &self.board);
+                json_response(StatusCode::OK, &status)
+            }
+            "/readyz" => readiness(&snapshot, &self.board),
             "/explain" => match explain::explain(&snapshot, query) {
                 Ok(answer) => json_response(StatusCode::OK, &answer),
                 Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
@@ -97,20 +109,32 @@ impl ServeHttp for Admin {
     }
 }
 
-fn readiness(snapshot: &Snapshot) -> Response<Vec<u8>> {
-    let not_ready: Vec<&str> = snapshot
-        .upstreams()
-        .iter()
-        .filter(|u| !u.is_ready())
-        .map(|u| u.name())
-        .collect();
-    if not_ready.is_empty() {
+/// 200 when every upstream has a usable backend; else 503 saying which
+/// have none and why: no healthy one, or none at all (with what their DNS
+/// names answered).
+fn readiness(snapshot: &Snapshot, board: &Board) -> Response<Vec<u8>> {
+    let (mut unhealthy, mut empty) = (Vec::new(), Vec::new());
+    for u in snapshot.upstreams().iter().filter(|u| !u.is_ready()) {
+        if !u.backends().is_empty() {
+            unhealthy.push(u.name());
+            continue;
+        }
+        let why = board.why_empty(u.name());
+        empty.push(match why {
+            Some(why) => format!("upstream {} has no backends ({why})", u.name()),
+            None => format!("upstream {} has no backends", u.name()),
+        });
+    }
+    if unhealthy.is_empty() && empty.is_empty() {
         return text(StatusCode::OK, "ready\n".into());
     }
-    let reason = format!(
-        "not ready: no healthy backend in upstream {} (see /status)\n",
-        not_ready.join(", ")
-    );
+    if !unhealthy.is_empty() {
+        empty.push(format!(
+            "no healthy backend in upstream {}",
+            unhealthy.join(", ")
+        ));
+    }
+    let reason = format!("not ready: {} (see /status)\n", empty.join("; "));
     text(StatusCode::SERVICE_UNAVAILABLE, reason)
 }
 

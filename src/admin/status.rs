@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use super::{millis, rfc3339};
 use crate::config::{Balance, HealthCheck, Probe};
+use crate::discovery::Board;
 use crate::pool::{health, latency, Snapshot, Upstream};
 use crate::reload::Reloader;
 
 /// The `/status` document.
-pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
+pub fn status(snapshot: &Snapshot, reloader: &Reloader, board: &Board) -> Value {
     let config = &snapshot.config;
     let (loaded_at, last_reload) = reloader.status();
     json!({
@@ -38,7 +39,30 @@ pub fn status(snapshot: &Snapshot, reloader: &Reloader) -> Value {
             None if snapshot.routes().routes().is_empty() => "none: there are no routes".into(),
             None => "404: no default_upstream".to_string(),
         },
-        "upstreams": snapshot.upstreams().iter().map(|u| upstream_status(u)).collect::<Vec<_>>(),
+        "upstreams": snapshot.upstreams().iter().map(|u| {
+            let mut v = upstream_status(u);
+            v["dns"] = dns_status(snapshot, u.name(), board);
+            v
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// The refresh settings and each name's last answer, error and next
+/// lookup, for an upstream that follows names; `null` otherwise.
+fn dns_status(snapshot: &Snapshot, upstream: &str, board: &Board) -> Value {
+    let config = snapshot
+        .config
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream);
+    let Some(u) = config.filter(|u| !u.dns.is_empty()) else {
+        return Value::Null;
+    };
+    json!({
+        "min_refresh_ms": millis(u.refresh.min),
+        "max_refresh_ms": millis(u.refresh.max),
+        "hold_empty_ms": millis(u.refresh.hold_empty),
+        "names": board.to_json(upstream),
     })
 }
 
@@ -251,6 +275,8 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
     json!({
         "address": s.address(),
         "resolved": s.socket_addr().to_string(),
+        "source": if b.name.is_some() { "dns" } else { "file" },
+        "dns_name": b.name.as_deref(),
         "weight": b.weight,
         "effective_weight": (effective * 1000.0).round() / 1000.0,
         "healthy": s.health().usable(now),

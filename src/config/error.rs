@@ -107,6 +107,23 @@ pub enum ErrorKind {
     },
     #[error("{0}")]
     Certificate(String),
+    #[error("bad DNS name `{value}`: {reason}; write a name like \"app.default.svc.cluster.local\" (with resolve = true, add \":PORT\")")]
+    BadDnsName { value: String, reason: String },
+    #[error("`{0}` is an IP address: there is nothing to resolve; remove `resolve = true`, or write a host name")]
+    NothingToResolve(String),
+    #[error("`{key}` does not go with `srv`: {why}; remove `{key}`")]
+    NotWithSrv {
+        key: &'static str,
+        why: &'static str,
+    },
+    #[error("`{name}` is followed twice in upstream `{upstream}` (first on line {first_line}); list each name once")]
+    DuplicateDnsName {
+        upstream: String,
+        name: String,
+        first_line: usize,
+    },
+    #[error("min_refresh ({min}) is longer than max_refresh ({max}); make min_refresh at most max_refresh")]
+    RefreshOrder { min: String, max: String },
 }
 
 fn suggest(suggestion: &Option<String>, valid: &[String]) -> String {

@@ -20,6 +20,16 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<Spanned<String>, Spanned<UpstreamSection>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSection>>,
+    pub resolver: Option<Spanned<ResolverSection>>,
+}
+
+/// `[resolver]`: the DNS servers that backends given by name are resolved
+/// with, when they follow DNS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSection {
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`: which requests go to which upstream.
@@ -111,6 +121,9 @@ pub struct UpstreamSection {
     pub protocol: Option<Spanned<String>>,
     pub max_streams_per_connection: Option<Spanned<i64>>,
     pub tls: Option<Spanned<UpstreamTlsSection>>,
+    pub min_refresh: Option<Spanned<String>>,
+    pub max_refresh: Option<Spanned<String>>,
+    pub hold_empty: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME.tls]`: TLS to the backends.
@@ -176,21 +189,29 @@ pub struct RetryBudgetSection {
     pub min_retries_per_second: Option<Spanned<i64>>,
 }
 
-/// One entry of `backends`: `"127.0.0.1:3001"` or
-/// `{ address = "127.0.0.1:3001", weight = 2 }`.
+/// One entry of `backends`: `"127.0.0.1:3001"`,
+/// `{ address = "127.0.0.1:3001", weight = 2 }`,
+/// `{ address = "app.internal:3000", resolve = true }` or
+/// `{ srv = "_http._tcp.app.service.consul" }`.
 #[derive(Debug)]
 pub enum BackendEntry {
     Short(String),
-    Long {
-        address: Spanned<String>,
-        weight: Option<Spanned<i64>>,
-        /// The first key that is neither; reported by validation, which can
-        /// point at the key itself (a serde error would point at the table).
-        unknown: Option<Spanned<String>>,
-    },
+    Long(LongEntry),
 }
 
-pub const BACKEND_FIELDS: &[&str] = &["address", "weight"];
+/// The table form of a backend, each key as written.
+#[derive(Debug, Default)]
+pub struct LongEntry {
+    pub address: Option<Spanned<String>>,
+    pub weight: Option<Spanned<i64>>,
+    pub resolve: Option<Spanned<bool>>,
+    pub srv: Option<Spanned<String>>,
+    /// The first key that is none of these; reported by validation, which
+    /// can point at the key itself (a serde error would point at the table).
+    pub unknown: Option<Spanned<String>>,
+}
+
+pub const BACKEND_FIELDS: &[&str] = &["address", "weight", "resolve", "srv"];
 
 impl<'de> Deserialize<'de> for BackendEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -206,7 +227,10 @@ impl<'de> Visitor<'de> for BackendEntryVisitor {
     type Value = BackendEntry;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a backend: \"127.0.0.1:3001\" or { address = \"127.0.0.1:3001\", weight = 2 }")
+        f.write_str(
+            "a backend: \"127.0.0.1:3001\", { address = \"127.0.0.1:3001\", weight = 2 } \
+             or { srv = \"_http._tcp.app.service.consul\" }",
+        )
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<BackendEntry, E> {
@@ -214,30 +238,24 @@ impl<'de> Visitor<'de> for BackendEntryVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendEntry, A::Error> {
-        let mut address = None;
-        let mut weight = None;
-        let mut unknown = None;
+        let mut entry = LongEntry::default();
         while let Some(key) = map.next_key::<Spanned<String>>()? {
             match key.get_ref().as_str() {
-                "address" => address = Some(map.next_value()?),
-                "weight" => weight = Some(map.next_value()?),
+                "address" => entry.address = Some(map.next_value()?),
+                "weight" => entry.weight = Some(map.next_value()?),
+                "resolve" => entry.resolve = Some(map.next_value()?),
+                "srv" => entry.srv = Some(map.next_value()?),
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
-                    unknown = unknown.or(Some(key));
+                    entry.unknown = entry.unknown.or(Some(key));
                 }
             }
         }
         // With an unknown key, validation reports that key where it stands,
         // so a missing address is not the error to give.
-        let address = match (address, &unknown) {
-            (Some(address), _) => address,
-            (None, Some(key)) => Spanned::new(key.span(), String::new()),
-            (None, None) => return Err(de::Error::missing_field("address")),
-        };
-        Ok(BackendEntry::Long {
-            address,
-            weight,
-            unknown,
-        })
+        if entry.address.is_none() && entry.srv.is_none() && entry.unknown.is_none() {
+            return Err(de::Error::missing_field("address"));
+        }
+        Ok(BackendEntry::Long(entry))
     }
 }

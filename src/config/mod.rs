@@ -3,6 +3,7 @@
 //! plane can use without checking anything again.
 
 mod affinity;
+mod discovery;
 mod error;
 mod file;
 mod protocol;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use affinity::*;
+pub use discovery::*;
 pub use error::{ConfigError, ErrorKind, LoadError, Position, Warning};
 pub use protocol::*;
 pub use tls::*;
@@ -55,6 +57,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// In name order; never empty.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[resolver]`: who answers the names that backends follow.
+    pub resolver: Resolver,
     /// `[[routes]]` in file order; empty when the file has none.
     pub routes: Vec<crate::route::Route>,
     /// Index into `upstreams` of the upstream that takes the requests no

@@ -59,8 +59,13 @@ pub struct UpstreamConfig {
     pub timeouts: Timeouts,
     /// Extra attempts on connect failure, each on a different backend. Default [`DEFAULT_RETRIES`].
     pub retries: usize,
-    /// Never empty; addresses are unique.
+    /// The backends the file lists by address; unique. Empty only when
+    /// `dns` is not.
     pub backends: Vec<BackendConfig>,
+    /// The backends that follow DNS, in file order; names are unique.
+    pub dns: Vec<super::DnsBackend>,
+    /// How often `dns` names are looked up again.
+    pub refresh: super::Refresh,
     /// Active checks, if configured.
     pub health_check: Option<HealthCheck>,
     /// Ejection on failed requests (on by default).
@@ -332,9 +337,11 @@ pub struct Timeouts {
 /// One backend of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// As written in the file; the key for its state and its metric label.
+    /// As written in the file (a DNS answer's `ip:port` for a discovered
+    /// backend); the key for its state and its metric label.
     pub address: String,
-    /// Where to connect (resolved once, at load).
+    /// Where to connect (resolved once, at load, for a name without
+    /// `resolve`).
     pub socket_addr: SocketAddr,
     /// 1 to [`MAX_WEIGHT`]; default 1.
     pub weight: u32,

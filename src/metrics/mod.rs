@@ -5,6 +5,7 @@
 //! codes and fixed words. Pool gauges are read from the current snapshot at
 //! scrape time, so they can never drift or underflow.
 
+mod dns;
 mod grpc;
 mod names;
 mod scrape;
@@ -24,6 +25,7 @@ use prometheus::{
 use crate::config::Outcome;
 use crate::pool::{BackendState, Snapshot};
 
+pub use dns::DnsResult;
 pub use names::*;
 use series::position;
 pub use series::{BackendSeries, RouteSeries};
@@ -81,6 +83,10 @@ pub struct Metrics {
     /// upstream, backend: tunnels open now, and opened in all.
     tunnels_open: IntGaugeVec,
     tunnels_total: IntCounterVec,
+    /// upstream, name, result: lookups of each followed DNS name.
+    dns_resolutions: IntCounterVec,
+    /// upstream, name: when each followed name last gave records.
+    dns_last_success: prometheus::GaugeVec,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -99,6 +105,7 @@ impl Metrics {
             &["protocol"],
         );
         let by_protocol_series = PROTOCOLS.map(|p| by_protocol.with_label_values(&[p]));
+        let (dns_resolutions, dns_last_success) = dns::families();
         let metrics = Metrics {
             requests: counter(REQUESTS_TOTAL, "Responses from backends, by status code.", &["upstream", "backend", "code"]),
             duration: HistogramVec::new(
@@ -132,6 +139,8 @@ impl Metrics {
             tunnels_open: gauge(TUNNELS_OPEN, "Upgraded connections (WebSockets) open to the backend now.", backend),
             tunnels_total: counter(TUNNELS_TOTAL, "Upgraded connections (WebSockets) opened to the backend.", backend),
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
+            dns_resolutions,
+            dns_last_success,
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
@@ -154,7 +163,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 28] = [
+        let all: [Box<dyn prometheus::core::Collector>; 30] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -182,6 +191,8 @@ impl Metrics {
             Box::new(metrics.grpc_responses.clone()),
             Box::new(metrics.tunnels_open.clone()),
             Box::new(metrics.tunnels_total.clone()),
+            Box::new(metrics.dns_resolutions.clone()),
+            Box::new(metrics.dns_last_success.clone()),
             Box::new(build_info),
         ];
         for c in all {

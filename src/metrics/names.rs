@@ -32,6 +32,8 @@ pub const REQUESTS_BY_PROTOCOL_TOTAL: &str = "switchyard_requests_by_protocol_to
 pub const GRPC_RESPONSES_TOTAL: &str = "switchyard_grpc_responses_total";
 pub const TUNNELS_OPEN: &str = "switchyard_tunnels_open";
 pub const TUNNELS_TOTAL: &str = "switchyard_tunnels_total";
+pub const DNS_RESOLUTIONS_TOTAL: &str = "switchyard_dns_resolutions_total";
+pub const DNS_LAST_SUCCESS_TIMESTAMP: &str = "switchyard_dns_last_success_timestamp_seconds";
 
 /// The `protocol` labels of `switchyard_requests_by_protocol_total`.
 pub const PROTOCOLS: [&str; 2] = ["http1", "h2"];

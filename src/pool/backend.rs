@@ -33,7 +33,14 @@ pub struct BackendState {
     /// This backend's metric series, looked up on its first response
     /// rather than by label on every one.
     pub(crate) series: OnceLock<BackendSeries>,
+    /// Which of the proxy's pooled connections may carry its requests; see
+    /// [`retire`](Self::retire).
+    connections: AtomicU64,
 }
+
+/// Source of [`BackendState::connection_group`]s: every state, and every
+/// retirement, takes one that no other ever had.
+static CONNECTION_GROUPS: AtomicU64 = AtomicU64::new(1);
 
 impl BackendState {
     /// A new backend with nothing in flight, of an upstream of its own.
@@ -60,7 +67,27 @@ impl BackendState {
             latency: Latency::default(),
             ewma: PeakEwma::default(),
             series: OnceLock::new(),
+            connections: AtomicU64::new(CONNECTION_GROUPS.fetch_add(1, Ordering::Relaxed)),
         }
+    }
+
+    /// Part of the key of the pooled connections its requests use (in the
+    /// peer's `group_key`): unique to this state, and changed by
+    /// [`retire`](Self::retire).
+    pub fn connection_group(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// No snapshot lists it any more. Pingora offers no way to close the
+    /// idle connections of one peer in its pool, so instead they are never
+    /// lent again: requests still in flight finish on theirs, which return
+    /// to the pool under the old group, and a backend at this address
+    /// later (the address may now be another server's) gets new ones. The
+    /// old idle ones close at `idle_timeout`, or when the server closes
+    /// them, whichever is first.
+    pub fn retire(&self) {
+        let group = CONNECTION_GROUPS.fetch_add(1, Ordering::Relaxed);
+        self.connections.store(group, Ordering::Relaxed);
     }
 
     /// The address as written in the config.

@@ -296,6 +296,7 @@ mod tests {
                     crate::pool::health::Health::new(true, 0),
                 )),
                 weight,
+                name: None,
             })
             .collect()
     }

@@ -5,6 +5,7 @@
 mod backend;
 mod balance;
 mod budget;
+mod build;
 mod hash;
 pub mod health;
 pub mod latency;
@@ -13,12 +14,12 @@ mod outcome;
 mod p2c;
 #[cfg(test)]
 mod properties;
+mod registry;
 mod ring;
 mod select;
 mod upstream;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -34,7 +35,9 @@ pub use upstream::{Counters, Hashed, StickyIds, Upstream};
 use crate::config::{BackendConfig, Config};
 use crate::metrics::RouteSeries;
 use crate::route;
-use health::Health;
+pub use build::Change;
+use build::{Builder, Member};
+use registry::Registry;
 
 /// One backend as the current snapshot sees it: shared state plus the
 /// weight this config gives it.
@@ -43,6 +46,8 @@ pub struct Backend {
     pub state: Arc<BackendState>,
     /// 1 or more.
     pub weight: u32,
+    /// The DNS name it came from; `None`: the file lists it.
+    pub name: Option<Arc<str>>,
 }
 
 /// Everything a request needs to be routed, consistent with one config:
@@ -80,92 +85,26 @@ impl Snapshot {
     }
 }
 
-/// Backend states by (upstream, address), and retry windows and counters
-/// by upstream. Weak, so a backend that no snapshot lists goes away once
-/// its last lease ends, and an upstream's window once no snapshot lists
-/// the upstream.
-#[derive(Debug, Default)]
-struct Registry {
-    states: HashMap<(String, String), Weak<BackendState>>,
-    windows: HashMap<String, Weak<RetryWindow>>,
-    counters: HashMap<String, Weak<Counters>>,
-}
-
-impl Registry {
-    fn state(
-        &mut self,
-        upstream: &str,
-        backend: &BackendConfig,
-        initial_up: bool,
-        added_at: u64,
-        counters: &Arc<Counters>,
-    ) -> Arc<BackendState> {
-        let (address, socket_addr) = (&backend.address, backend.socket_addr);
-        let key = (upstream.to_string(), address.to_string());
-        if let Some(state) = self.states.get(&key).and_then(Weak::upgrade) {
-            if state.socket_addr() == socket_addr {
-                return state;
-            }
-        }
-        let state = Arc::new(BackendState::of_upstream(
-            address.to_string(),
-            socket_addr,
-            Health::new(initial_up, added_at),
-            Arc::clone(counters),
-        ));
-        self.states.insert(key, Arc::downgrade(&state));
-        state
-    }
-
-    /// The retry window of `upstream`: the one it had if it stays.
-    fn window(&mut self, upstream: &str) -> Arc<RetryWindow> {
-        shared(&mut self.windows, upstream)
-    }
-
-    /// The counters of `upstream`: the ones it had if it stays.
-    fn counters(&mut self, upstream: &str) -> Arc<Counters> {
-        shared(&mut self.counters, upstream)
-    }
-
-    fn is_live(&self, upstream: &str, address: &str) -> bool {
-        let key = (upstream.to_string(), address.to_string());
-        self.states.get(&key).is_some_and(|w| w.strong_count() > 0)
-    }
-
-    fn prune(&mut self) {
-        self.states.retain(|_, w| w.strong_count() > 0);
-        self.windows.retain(|_, w| w.strong_count() > 0);
-        self.counters.retain(|_, w| w.strong_count() > 0);
-    }
-}
-
-/// The value of `map` for `upstream` if one is still alive, else a new one.
-fn shared<T: Default>(map: &mut HashMap<String, Weak<T>>, upstream: &str) -> Arc<T> {
-    if let Some(value) = map.get(upstream).and_then(Weak::upgrade) {
-        return value;
-    }
-    let value = Arc::new(T::default());
-    map.insert(upstream.to_string(), Arc::downgrade(&value));
-    value
-}
-
-/// The live pool: the current snapshot and the state registry behind it.
+/// The live pool: the current snapshot and the builder behind it.
 #[derive(Debug)]
 pub struct Pool {
     current: ArcSwap<Snapshot>,
-    registry: Mutex<Registry>,
+    /// Every snapshot is built and stored with this held: reloads and DNS
+    /// answers form one ordered stream of snapshots, each built over the
+    /// last.
+    builder: Mutex<Builder>,
     /// The version of the current snapshot, for those that follow changes.
     versions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Pool {
     pub fn new(config: Config) -> Self {
-        let mut registry = Registry::default();
+        let mut builder = Builder::new(config);
         // The first config's backends are not new: no slow start for them.
-        let snapshot = build_snapshot(config, 1, &mut registry, 0);
+        let snapshot = builder.build(1, 0);
         Pool {
             current: ArcSwap::from_pointee(snapshot),
-            registry: Mutex::new(registry),
+            builder: Mutex::new(builder),
             versions: tokio::sync::watch::Sender::new(1),
         }
     }
@@ -177,13 +116,42 @@ impl Pool {
     }
 
     /// Installs a snapshot of `config`, reusing the state of every backend
-    /// that stays. Returns the new version.
+    /// that stays, and the last answer of every DNS name it still follows.
+    /// Returns the new version.
     pub fn install(&self, config: Config) -> u64 {
-        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let version = self.current.load().version + 1;
-        let snapshot = build_snapshot(config, version, &mut registry, health::now());
-        self.current.store(Arc::new(snapshot));
-        registry.prune();
+        let mut builder = self.builder();
+        builder.set_config(config);
+        self.rebuild(&mut builder)
+    }
+
+    /// Takes `backends` as the latest answer for `name`, which `upstream`
+    /// follows, and installs a snapshot with them if they changed anything
+    /// (a backend that stays keeps its state, as on a reload). `None` if
+    /// nothing changed, or if the config no longer follows the name.
+    pub fn discovered(
+        &self,
+        upstream: &str,
+        name: &str,
+        backends: Vec<BackendConfig>,
+    ) -> Option<Change> {
+        let mut builder = self.builder();
+        let mut change = builder.set_answer(upstream, name, backends)?;
+        change.version = self.rebuild(&mut builder);
+        Some(change)
+    }
+
+    fn builder(&self) -> std::sync::MutexGuard<'_, Builder> {
+        self.builder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds and stores the next snapshot; backends it drops are retired.
+    fn rebuild(&self, builder: &mut Builder) -> u64 {
+        let old = self.current.load_full();
+        let version = old.version + 1;
+        let snapshot = Arc::new(builder.build(version, health::now()));
+        self.current.store(Arc::clone(&snapshot));
+        retire_dropped(&old, &snapshot);
+        builder.registry.prune();
         self.versions.send_replace(version);
         version
     }
@@ -191,8 +159,7 @@ impl Pool {
     /// Whether the state of this backend still exists: listed in a
     /// snapshot, or a request on it still in flight.
     pub fn is_live(&self, upstream: &str, address: &str) -> bool {
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        registry.is_live(upstream, address)
+        self.builder().registry.is_live(upstream, address)
     }
 
     /// Sees the version change each time a snapshot is installed.
@@ -201,28 +168,19 @@ impl Pool {
     }
 }
 
-fn build_snapshot(
-    config: Config,
-    version: u64,
-    registry: &mut Registry,
-    added_at: u64,
-) -> Snapshot {
-    let upstreams = config
-        .upstreams
+/// Retires every backend of `old` that `new` no longer lists: its requests
+/// in flight finish, but its pooled connections are never lent again (the
+/// address may soon be another server's).
+fn retire_dropped(old: &Snapshot, new: &Snapshot) {
+    let listed: std::collections::HashSet<*const BackendState> = new
+        .upstreams()
         .iter()
-        .map(|u| Arc::new(Upstream::build(u, registry, added_at)))
+        .flat_map(|u| u.backends())
+        .map(|b| Arc::as_ptr(&b.state))
         .collect();
-    let routes = route::Table::new(config.routes.clone(), config.default_upstream);
-    Snapshot {
-        version,
-        route_series: config
-            .routes
-            .iter()
-            .map(|_| RouteSeries::default())
-            .collect(),
-        routes,
-        config: Arc::new(config),
-        upstreams,
+    let old = old.upstreams().iter().flat_map(|u| u.backends());
+    for b in old.filter(|b| !listed.contains(&Arc::as_ptr(&b.state))) {
+        b.state.retire();
     }
 }
 

@@ -12,7 +12,7 @@ use super::health::{self, LazyNow};
 use super::least::LoadTree;
 use super::p2c::LeastLatency;
 use super::ring::{self, Ring};
-use super::{latency, Backend, Balancer, Budget, LeastConnections, Registry, RoundRobin};
+use super::{latency, Backend, Balancer, Budget, LeastConnections, Member, Registry, RoundRobin};
 use crate::config::{Balance, HashKey, HealthCheck, Passive, Sticky, Timeouts, UpstreamConfig};
 
 /// What one upstream counts across snapshots (kept by name).
@@ -107,18 +107,24 @@ pub struct Upstream {
 impl Upstream {
     /// `added_at`: when backends new to the registry count as usable
     /// since, for slow start.
-    pub(super) fn build(config: &UpstreamConfig, registry: &mut Registry, added_at: u64) -> Self {
+    /// `members`: its backends, from the file and from DNS.
+    pub(super) fn build(
+        config: &UpstreamConfig,
+        members: &[Member<'_>],
+        registry: &mut Registry,
+        added_at: u64,
+    ) -> Self {
         let initial_up = config
             .health_check
             .as_ref()
             .is_none_or(|c| c.initial_healthy);
         let counters = registry.counters(&config.name);
-        let backends: Vec<Backend> = config
-            .backends
+        let backends: Vec<Backend> = members
             .iter()
-            .map(|b| Backend {
-                state: registry.state(&config.name, b, initial_up, added_at, &counters),
-                weight: b.weight,
+            .map(|m| Backend {
+                state: registry.state(&config.name, m.config, initial_up, added_at, &counters),
+                weight: m.config.weight,
+                name: m.name.map(Arc::from),
             })
             .collect();
         if config.health_check.is_none() {

@@ -222,9 +222,5 @@ fn within_deadline(ctx: &mut RequestCtx, peer: &mut HttpPeer) -> Result<()> {
 fn peer_for(upstream: &Upstream, lease: &Lease) -> Box<HttpPeer> {
     let backend = lease.backend();
     let template = upstream.peer_template();
-    Box::new(template.peer(
-        backend.address(),
-        backend.socket_addr(),
-        upstream.timeouts(),
-    ))
+    Box::new(template.peer(backend, upstream.timeouts()))
 }

@@ -15,6 +15,7 @@ use pingora::protocols::ALPN;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
 use crate::config::{Protocol, Timeouts, UpstreamConfig};
+use crate::pool::BackendState;
 
 /// What every peer of one upstream shares.
 pub struct PeerTemplate {
@@ -95,10 +96,18 @@ impl PeerTemplate {
         self.protocol == Protocol::Http2
     }
 
-    /// The peer for the backend written `address` in the config, at
-    /// `socket_addr`, with `timeouts`.
-    pub fn peer(&self, address: &str, socket_addr: SocketAddr, timeouts: &Timeouts) -> HttpPeer {
-        let mut peer = self.bare(address, socket_addr);
+    /// The peer for `backend`, with `timeouts`. Its pooled connections
+    /// are its own: keyed by its connection group as well as by how it is
+    /// reached, so those of a backend no snapshot lists any more are never
+    /// lent to whoever has its address next.
+    pub fn peer(&self, backend: &BackendState, timeouts: &Timeouts) -> HttpPeer {
+        let mut peer = self.bare(backend.address(), backend.socket_addr());
+        // Odd multiplier: distinct groups give distinct keys.
+        peer.group_key = self.group_key.wrapping_add(
+            backend
+                .connection_group()
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let o = &mut peer.options;
         o.connection_timeout = Some(timeouts.connect);
         o.read_timeout = Some(timeouts.read);
@@ -176,5 +185,24 @@ mod tests {
         assert_eq!(host_of("orders.internal:443"), "orders.internal");
         assert_eq!(host_of("10.0.0.7:8443"), "10.0.0.7");
         assert_eq!(host_of("[::1]:443"), "::1");
+    }
+
+    #[test]
+    fn a_retired_backend_never_shares_pooled_connections_again() {
+        use pingora::upstreams::peer::Peer;
+        let text = "[upstreams.app]\nbackends = [\"127.0.0.1:3001\"]\n";
+        let config = crate::config::parse_offline(std::path::Path::new("t.toml"), text).unwrap();
+        let u = &config.upstreams[0];
+        let template = PeerTemplate::new(u);
+        let health = crate::pool::health::Health::new(true, 0);
+        let b = BackendState::new("127.0.0.1:3001".into(), u.backends[0].socket_addr, health);
+        let first = template.peer(&b, &u.timeouts).reuse_hash();
+        assert_eq!(template.peer(&b, &u.timeouts).reuse_hash(), first);
+        b.retire();
+        assert_ne!(template.peer(&b, &u.timeouts).reuse_hash(), first);
+        // Another state at the same address has connections of its own.
+        let health = crate::pool::health::Health::new(true, 0);
+        let other = BackendState::new("127.0.0.1:3001".into(), u.backends[0].socket_addr, health);
+        assert_ne!(template.peer(&other, &u.timeouts).reuse_hash(), first);
     }
 }

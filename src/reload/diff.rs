@@ -2,14 +2,15 @@
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
     pub upstreams_added: Vec<String>,
     pub upstreams_removed: Vec<String>,
-    /// `upstream/address`.
+    /// `upstream/address`, or `upstream/name:port (resolve)` and
+    /// `upstream/srv name` for names followed.
     pub backends_added: Vec<String>,
     pub backends_removed: Vec<String>,
     /// `upstream/address: old -> new`.
@@ -34,11 +35,7 @@ impl Diff {
         for u in &new.upstreams {
             let Some(o) = old.upstreams.iter().find(|o| o.name == u.name) else {
                 d.upstreams_added.push(u.name.clone());
-                d.backends_added.extend(
-                    u.backends
-                        .iter()
-                        .map(|b| format!("{}/{}", u.name, b.address)),
-                );
+                d.backends_added.extend(entries(u));
                 continue;
             };
             for b in &u.backends {
@@ -57,6 +54,12 @@ impl Diff {
                         .push(format!("{}/{}", u.name, ob.address));
                 }
             }
+            let (new_names, old_names) = (names(u), names(o));
+            let missing = |from: &[String], of: &[String]| -> Vec<String> {
+                from.iter().filter(|n| !of.contains(n)).cloned().collect()
+            };
+            d.backends_added.extend(missing(&new_names, &old_names));
+            d.backends_removed.extend(missing(&old_names, &new_names));
             let changed: Vec<&str> = [
                 ("balance", o.balance != u.balance),
                 ("timeouts", o.timeouts != u.timeouts),
@@ -71,6 +74,10 @@ impl Diff {
                     o.max_streams_per_connection != u.max_streams_per_connection,
                 ),
                 ("tls", o.tls != u.tls),
+                (
+                    "min_refresh, max_refresh, hold_empty",
+                    o.refresh != u.refresh,
+                ),
             ]
             .into_iter()
             .filter_map(|(key, changed)| changed.then_some(key))
@@ -83,12 +90,11 @@ impl Diff {
         for o in &old.upstreams {
             if !new.upstreams.iter().any(|u| u.name == o.name) {
                 d.upstreams_removed.push(o.name.clone());
-                d.backends_removed.extend(
-                    o.backends
-                        .iter()
-                        .map(|b| format!("{}/{}", o.name, b.address)),
-                );
+                d.backends_removed.extend(entries(o));
             }
+        }
+        if old.resolver != new.resolver {
+            d.settings.push("[resolver]".to_string());
         }
         let default_name = |c: &Config| c.default_upstream().map(|u| u.name.clone());
         if default_name(old) != default_name(new) {
@@ -191,6 +197,28 @@ impl Diff {
             .collect();
         shown.join("; ")
     }
+}
+
+/// Every backend entry of `u`: `upstream/address` for those listed by
+/// address, then its names followed.
+fn entries(u: &UpstreamConfig) -> Vec<String> {
+    let listed = u
+        .backends
+        .iter()
+        .map(|b| format!("{}/{}", u.name, b.address));
+    listed.chain(names(u)).collect()
+}
+
+/// `upstream/name:port (resolve)` or `upstream/srv name` for each name `u`
+/// follows, with its weight if not 1.
+fn names(u: &UpstreamConfig) -> Vec<String> {
+    u.dns
+        .iter()
+        .map(|d| match d.weight {
+            1 => format!("{}/{}", u.name, d.describe()),
+            w => format!("{}/{} weight {w}", u.name, d.describe()),
+        })
+        .collect()
 }
 
 /// The settings of `new` that differ from `old` and need a restart (or

@@ -3,10 +3,11 @@
 //! `switchyard check` command must agree, through the real binary.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use switchyard::config::{parse, ConfigError, ErrorKind, Probe};
+
+use crate::support::binary::check;
 
 /// Parses `src` as `proxy.toml`, expecting an error.
 fn err(src: &str) -> ConfigError {
@@ -354,14 +355,6 @@ fn two_upstreams_without_default() {
     // Nothing to point at: the report starts at the top of the file.
     assert_eq!(e.line(), Some(1));
     says(&e, "set [server] default_upstream to one of: api, web");
-}
-
-fn check(config: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .expect("run switchyard check")
 }
 
 #[test]

@@ -4,14 +4,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::support::proxy::{app, metric_sum};
-use crate::support::{client, eventually, no_failures, Behavior, TestBackend, TestProxy, DEADLINE};
+use crate::support::{
+    client, eventually, load, no_failures, sent_more, Behavior, TestBackend, TestProxy,
+};
 
 /// Waits until `n` requests all come back from `name`.
 async fn serves_only(proxy: &TestProxy, name: &str) {
@@ -412,29 +414,9 @@ async fn reloading_under_load_loses_no_request() {
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let proxy = Arc::new(TestProxy::start_with("watch_config = false\n", &app("", &addrs)).await);
 
-    let stop = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let total = Arc::new(AtomicUsize::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let (proxy, stop, total) = (Arc::clone(&proxy), Arc::clone(&stop), Arc::clone(&total));
-        clients.spawn(async move {
-            let http = client();
-            let (mut sent, mut failures) = (0, Vec::new());
-            let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-            while stop.load(Ordering::SeqCst) == 0
-                && sent < 5_000
-                && tokio::time::Instant::now() < deadline
-            {
-                let (status, body) = proxy.get(&http, "/").await;
-                sent += 1;
-                total.fetch_add(1, Ordering::SeqCst);
-                if status != 200 {
-                    failures.push(format!("{status} {body}"));
-                }
-            }
-            (sent, failures)
-        });
-    }
+    let clients = load(&proxy, 4, &stop, &total);
     // 24 different pools in turn: every pair, single backends, all three.
     let pools: [&[usize]; 6] = [&[0, 1], &[1, 2], &[2], &[0, 2], &[0, 1, 2], &[1]];
     let http = client();
@@ -446,16 +428,12 @@ async fn reloading_under_load_loses_no_request() {
         write(&proxy.config, &proxy.config_text(&app("", &pool)));
         assert_eq!(proxy.reload().await.0, 200, "reload {round}");
         // Let the clients send a good number of requests on each pool.
-        let until = total.load(Ordering::SeqCst) + 40;
-        eventually("the clients to use the new pool", || async {
-            (total.load(Ordering::SeqCst) >= until).then_some(())
-        })
-        .await;
+        sent_more(&total, 40).await;
     }
     // End on `a` alone.
     write(&proxy.config, &proxy.config_text(&app("", &[addrs[0]])));
     assert_eq!(proxy.reload().await.0, 200);
-    stop.store(1, Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
     let sent = no_failures(clients).await;
     assert!(sent >= 24 * 40, "the clients sent only {sent} requests");
     assert_eq!(proxy.status().await["config"]["snapshot_version"], 26);

@@ -15,6 +15,7 @@ use super::file::{FileConfig, ServerSection};
 use super::*;
 
 mod affinity;
+mod discovery;
 mod health;
 mod protocol;
 mod routes;
@@ -56,6 +57,7 @@ pub(super) fn validate(
     let mut data = server.listen.clone();
     data.extend(server.tls.iter().flat_map(|t| t.listen.iter().copied()));
     let admin = src.admin(file.admin.unwrap_or_default().listen, &data)?;
+    let resolver = src.resolver(file.resolver)?;
     if file.upstreams.is_empty() {
         return Err(src.error(0..0, ErrorKind::NoUpstreams));
     }
@@ -76,6 +78,7 @@ pub(super) fn validate(
         server,
         admin,
         upstreams,
+        resolver,
         routes,
         default_upstream,
         warnings,

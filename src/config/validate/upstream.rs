@@ -6,9 +6,15 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::super::file::{BackendEntry, RetryBudgetSection, UpstreamSection};
+use super::super::file::{BackendEntry, LongEntry, RetryBudgetSection, UpstreamSection};
 use super::super::*;
 use super::{nearest, unknown_key, Resolve, Source};
+
+/// One entry of `backends`, checked, and where it stands in the file.
+pub(super) enum Entry {
+    Static(BackendConfig, Range<usize>),
+    Dns(DnsBackend, Range<usize>),
+}
 
 impl Source<'_> {
     pub(super) fn upstream(
@@ -17,7 +23,7 @@ impl Source<'_> {
         section: Spanned<UpstreamSection>,
     ) -> Result<UpstreamConfig, Box<ConfigError>> {
         let span = section.span();
-        let u = section.into_inner();
+        let mut u = section.into_inner();
         let balance = match &u.balance {
             None => Balance::RoundRobin,
             Some(b) => self.balance(b)?,
@@ -34,7 +40,7 @@ impl Source<'_> {
             None => DEFAULT_RETRIES,
             Some(r) => self.in_range(r, "retries", 0, MAX_RETRIES as i64)? as usize,
         };
-        let backends = match u.backends {
+        let (backends, dns) = match u.backends.take() {
             Some(list) if !list.get_ref().is_empty() => self.backends(&name, list.into_inner())?,
             Some(list) => return Err(self.error(list.span(), ErrorKind::EmptyBackends(name))),
             None => return Err(self.error(span, ErrorKind::EmptyBackends(name))),
@@ -53,6 +59,7 @@ impl Source<'_> {
             };
             return Err(self.error(k.span(), kind));
         }
+        let refresh = self.refresh(&u, !dns.is_empty())?;
         let health_check = match u.health_check {
             None => None,
             Some(section) => Some(self.health_check(section.into_inner())?),
@@ -83,6 +90,8 @@ impl Source<'_> {
             timeouts,
             retries,
             backends,
+            dns,
+            refresh,
             health_check,
             passive,
             slow_start,
@@ -146,14 +155,31 @@ impl Source<'_> {
         }
     }
 
+    /// The static backends and those that follow DNS, in file order.
     fn backends(
         &self,
         upstream: &str,
         entries: Vec<Spanned<BackendEntry>>,
-    ) -> Result<Vec<BackendConfig>, Box<ConfigError>> {
+    ) -> Result<(Vec<BackendConfig>, Vec<DnsBackend>), Box<ConfigError>> {
         let mut out: Vec<(BackendConfig, Range<usize>)> = Vec::with_capacity(entries.len());
+        let mut dns: Vec<(DnsBackend, Range<usize>)> = Vec::new();
         for entry in entries {
-            let (backend, span) = self.backend(entry)?;
+            let backend = match self.backend(entry)? {
+                Entry::Dns(d, span) => {
+                    if let Some((_, first)) = dns.iter().find(|(o, _)| o.name == d.name) {
+                        let kind = ErrorKind::DuplicateDnsName {
+                            upstream: upstream.to_string(),
+                            name: d.name,
+                            first_line: self.line(first),
+                        };
+                        return Err(self.error(span, kind));
+                    }
+                    dns.push((d, span));
+                    continue;
+                }
+                Entry::Static(b, span) => (b, span),
+            };
+            let (backend, span) = backend;
             if let Some((_, first)) = out
                 .iter()
                 .find(|(b, _)| b.socket_addr == backend.socket_addr)
@@ -167,29 +193,31 @@ impl Source<'_> {
             }
             out.push((backend, span));
         }
-        Ok(out.into_iter().map(|(b, _)| b).collect())
+        Ok((
+            out.into_iter().map(|(b, _)| b).collect(),
+            dns.into_iter().map(|(d, _)| d).collect(),
+        ))
     }
 
-    fn backend(
-        &self,
-        entry: Spanned<BackendEntry>,
-    ) -> Result<(BackendConfig, Range<usize>), Box<ConfigError>> {
+    fn backend(&self, entry: Spanned<BackendEntry>) -> Result<Entry, Box<ConfigError>> {
         let entry_span = entry.span();
         let (address, address_span, weight) = match entry.into_inner() {
             BackendEntry::Short(a) => (a, entry_span.clone(), 1),
-            BackendEntry::Long {
+            BackendEntry::Long(LongEntry {
                 unknown: Some(key), ..
-            } => {
-                let kind = unknown_key(key.get_ref(), super::file::BACKEND_FIELDS);
+            }) => {
+                let kind = unknown_key(key.get_ref(), super::super::file::BACKEND_FIELDS);
                 return Err(self.error(key.span(), kind));
             }
-            BackendEntry::Long {
-                address, weight, ..
-            } => {
-                let w = match &weight {
+            BackendEntry::Long(long) => {
+                let w = match &long.weight {
                     None => 1,
                     Some(w) => self.weight(w)?,
                 };
+                if long.srv.is_some() || long.resolve.as_ref().is_some_and(|r| *r.get_ref()) {
+                    return self.dns_backend(long, w);
+                }
+                let address = long.address.expect("an entry without srv has an address");
                 let span = address.span();
                 (address.into_inner(), span, w)
             }
@@ -206,7 +234,7 @@ impl Source<'_> {
             socket_addr,
             weight,
         };
-        Ok((backend, address_span))
+        Ok(Entry::Static(backend, address_span))
     }
 
     fn weight(&self, w: &Spanned<i64>) -> Result<u32, Box<ConfigError>> {
@@ -222,13 +250,7 @@ fn resolve_backend(s: &str, resolve: Resolve) -> Result<SocketAddr, String> {
     let addr = match s.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            let (host, port) = s.rsplit_once(':').ok_or("it has no port")?;
-            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-                return Err(format!("`{host}` is not a host name or IP address"));
-            }
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("`{port}` is not a port number (1 to 65535)"))?;
+            let (host, port) = split_host_port(s)?;
             if let Resolve::Offline = resolve {
                 return Err(format!("`{host}` is not resolved offline"));
             }
@@ -243,6 +265,19 @@ fn resolve_backend(s: &str, resolve: Resolve) -> Result<SocketAddr, String> {
         return Err("port 0 cannot be connected to".into());
     }
     Ok(addr)
+}
+
+/// `host:port` split, the port checked (1 to 65535).
+pub(super) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or("it has no port")?;
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("`{host}` is not a host name or IP address"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err("port 0 cannot be connected to".into()),
+        Ok(port) => Ok((host, port)),
+        Err(_) => Err(format!("`{port}` is not a port number (1 to 65535)")),
+    }
 }
 
 /// What other load balancers call the same algorithms.

@@ -55,6 +55,10 @@ pub struct TestBackend {
 /// The path of the health endpoint.
 pub const HEALTH_PATH: &str = "/healthz";
 
+/// A request to this path waits for [`TestBackend::release_held`], then
+/// is answered as any other.
+pub const HOLD_PATH: &str = "/hold";
+
 /// `set_health` value that makes the health endpoint never answer.
 pub const HANG: u16 = 0;
 
@@ -70,6 +74,9 @@ struct Shared {
     failing_checks: AtomicUsize,
     checks: AtomicUsize,
     check_host: Mutex<Option<String>>,
+    /// Requests to [`HOLD_PATH`] received, and what lets them go.
+    held: AtomicUsize,
+    release: watch::Sender<bool>,
 }
 
 impl Default for Shared {
@@ -83,6 +90,8 @@ impl Default for Shared {
             failing_checks: AtomicUsize::new(0),
             checks: AtomicUsize::new(0),
             check_host: Mutex::new(None),
+            held: AtomicUsize::new(0),
+            release: watch::Sender::new(false),
         }
     }
 }
@@ -116,6 +125,38 @@ impl TestBackend {
             shared,
             task,
         })
+    }
+
+    /// Starts one backend on each of `ips` (loopback addresses), all on
+    /// the same free port: what an A record's addresses with one port in
+    /// the config need.
+    pub async fn fleet(ips: &[std::net::Ipv4Addr], behavior: Behavior) -> Vec<TestBackend> {
+        'port: for _ in 0..20 {
+            let first = SocketAddr::from((ips[0], 0));
+            let Ok(a) = Self::start_on(first, &ips[0].to_string(), behavior.clone()).await else {
+                continue;
+            };
+            let mut fleet = vec![a];
+            for ip in &ips[1..] {
+                let addr = SocketAddr::from((*ip, fleet[0].addr.port()));
+                match Self::start_on(addr, &ip.to_string(), behavior.clone()).await {
+                    Ok(b) => fleet.push(b),
+                    Err(_) => continue 'port,
+                }
+            }
+            return fleet;
+        }
+        panic!("no port free on all of {ips:?}");
+    }
+
+    /// Requests to [`HOLD_PATH`] received so far.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every request to [`HOLD_PATH`] go, and those to come.
+    pub fn release_held(&self) {
+        self.shared.release.send_replace(true);
     }
 
     /// Makes the health endpoint answer `status` ([`HANG`]: never answer).
@@ -193,6 +234,10 @@ async fn answer(
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _answering = Answering(&shared.in_flight);
+    if req.uri().path() == HOLD_PATH {
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        let _ = shared.release.subscribe().wait_for(|go| *go).await;
+    }
     if let Behavior::BodyLength = behavior {
         use http_body_util::BodyExt;
         let length = match req.into_body().collect().await {

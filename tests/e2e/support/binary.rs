@@ -83,6 +83,15 @@ impl Drop for BinaryConfig {
 }
 
 /// Starts the binary on `config`, with `--upgrade` if asked.
+/// Runs `switchyard check --config config` to its end.
+pub fn check(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run switchyard check")
+}
+
 pub fn spawn(config: &Path, upgrade: bool) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     cmd.arg("--config").arg(config);

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod binary;
+pub mod dns;
 pub mod faulty;
 pub mod grpc;
 pub mod h2backend;
@@ -79,6 +80,52 @@ pub fn temp_dir(what: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir
+}
+
+/// `clients` tasks that GET `/` from `proxy` one after the other and never
+/// retry: each answer but a 200 is a failure. They stop once `stop` is
+/// set, after 20,000 requests each, or after twice [`DEADLINE`]; each
+/// request is counted in `total` as it ends. See [`no_failures`].
+pub fn load(
+    proxy: &std::sync::Arc<TestProxy>,
+    clients: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    total: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinSet<(usize, Vec<String>)> {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (proxy, stop, total) = (Arc::clone(proxy), Arc::clone(stop), Arc::clone(total));
+        set.spawn(async move {
+            let http = client();
+            let (mut sent, mut failures) = (0, Vec::new());
+            let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+            while !stop.load(Ordering::SeqCst)
+                && sent < 20_000
+                && tokio::time::Instant::now() < deadline
+            {
+                let (status, body) = proxy.get(&http, "/").await;
+                sent += 1;
+                total.fetch_add(1, Ordering::SeqCst);
+                if status != 200 {
+                    failures.push(format!("{status} {body}"));
+                }
+            }
+            (sent, failures)
+        });
+    }
+    set
+}
+
+/// Waits until `total` (see [`load`]) has grown by `n`.
+pub async fn sent_more(total: &std::sync::atomic::AtomicUsize, n: usize) {
+    use std::sync::atomic::Ordering;
+    let until = total.load(Ordering::SeqCst) + n;
+    eventually("the clients to send more", || async {
+        (total.load(Ordering::SeqCst) >= until).then_some(())
+    })
+    .await;
 }
 
 /// Waits for client tasks that each return (requests sent, failures), and
