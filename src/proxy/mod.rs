@@ -8,6 +8,7 @@
 
 pub(crate) mod affinity;
 mod attempt;
+mod ctx;
 mod errors;
 mod framing;
 #[doc(hidden)]
@@ -32,8 +33,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::config::{Balance, Outcome};
 use crate::drain::Draining;
 use crate::metrics::{ClientTimeout, Metrics};
-use crate::pool::{health, Hint, Lease, Pool, Snapshot, Upstream};
+use crate::pool::{health, Pool};
 
+pub use ctx::RequestCtx;
 pub use grpc::status_name as grpc_status_name;
 pub use headers::{MAX_REQUEST_ID_LEN, X_REQUEST_ID};
 pub use peer::PeerTemplate;
@@ -78,81 +80,12 @@ impl Proxy {
     }
 }
 
-/// Per-request state. Dropping it (at the end of the request, whatever the
-/// outcome) releases the in-flight lease.
-pub struct RequestCtx {
-    started: Instant,
-    /// When the current attempt's backend was chosen.
-    attempt_started: Instant,
-    request_id: String,
-    /// The snapshot the request was routed in: its route and upstream
-    /// stay those for the whole request, reloads or not.
-    snapshot: Option<Arc<Snapshot>>,
-    /// Index of the route it took in the snapshot's table, if one did.
-    route: Option<usize>,
-    /// The path and query its backend gets, when not the request's own.
-    rewrite: Option<String>,
-    /// Its consistent_hash key and sticky backend, for selection.
-    hint: Hint,
-    upstream: Option<Arc<Upstream>>,
-    /// The backend of the current attempt, leased.
-    attempt: Option<(usize, Lease)>,
-    /// Backends already attempted, by index in `upstream`.
-    tried: Vec<usize>,
-    /// Failed attempts so far; `retries` bounds these, not reconnects.
-    failures: usize,
-    /// Pingora is retrying because a reused keep-alive connection broke:
-    /// go back to the same backend on a new connection.
-    reconnect: bool,
-    /// Set when the proxy wrote the response itself.
-    local_status: Option<u16>,
-    /// The request came over TLS.
-    tls: bool,
-    /// `[server] max_body_bytes` for this request, and the body so far.
-    body_limit: Option<u64>,
-    body_bytes: u64,
-    /// The request is a gRPC call: errors made here are gRPC errors.
-    grpc: bool,
-    /// The client's `TE` accepts trailers.
-    te_trailers: bool,
-    /// When its `grpc-timeout` runs out, if it set one.
-    deadline: Option<Instant>,
-    /// The deadline, not the upstream's `read_timeout`, bounds the current
-    /// attempt: its expiry says nothing about the backend.
-    deadline_bound: bool,
-    /// The `grpc-status` of the backend's answer, once seen.
-    grpc_status: Option<u8>,
-}
-
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        let started = Instant::now();
-        RequestCtx {
-            started,
-            attempt_started: started,
-            request_id: String::new(),
-            snapshot: None,
-            route: None,
-            rewrite: None,
-            hint: Hint::default(),
-            upstream: None,
-            attempt: None,
-            tried: Vec::new(),
-            failures: 0,
-            reconnect: false,
-            local_status: None,
-            tls: false,
-            body_limit: None,
-            body_bytes: 0,
-            grpc: false,
-            te_trailers: false,
-            deadline: None,
-            deadline_bound: false,
-            grpc_status: None,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
