@@ -12,13 +12,25 @@ use pingora::server::configuration::Opt;
 use crate::config::{Config, Probe, UpstreamConfig};
 use crate::tls::{CertError, EXPIRY_WARNING};
 
+/// `switchyard --version`: the crate's version, and the commit it was
+/// built from when the build could ask git.
+pub const VERSION: &str = match option_env!("SWITCHYARD_COMMIT") {
+    Some(_) => concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("SWITCHYARD_COMMIT"),
+        ")"
+    ),
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// Default config path, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "proxy.toml";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
-    version,
+    version = VERSION,
     about = "A reverse proxy and load balancer on Pingora"
 )]
 pub struct Cli {
@@ -40,6 +52,34 @@ pub enum Command {
     /// Validate the config and load its certificates, print a summary, and
     /// exit 0 (valid) or 1 (not).
     Check,
+    /// Print a shell completion script: `switchyard completions bash >
+    /// /etc/bash_completion.d/switchyard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `switchyard man > switchyard.1`.
+    Man,
+}
+
+/// Writes what `completions` or `man` asks for; `false` for any other
+/// command. Neither needs a config.
+pub fn print_generated(
+    command: &Option<Command>,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<bool> {
+    use clap::CommandFactory;
+    match command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "switchyard", out);
+            Ok(true)
+        }
+        Some(Command::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(out)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 impl Cli {

@@ -12,6 +12,14 @@ use switchyard::cli::{self, Cli, Command};
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    match cli::print_generated(&cli.command, &mut std::io::stdout()) {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let config = match switchyard::config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -25,6 +33,7 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
+        Some(Command::Completions { .. } | Command::Man) => ExitCode::SUCCESS,
         Some(Command::Check) => {
             print!("{}", cli::summary(&config));
             for warning in switchyard::discovery::check(&config) {

@@ -9,6 +9,7 @@ mod affinity_config;
 mod backends;
 mod balancing;
 mod binary;
+mod cli;
 mod clients;
 mod config_errors;
 mod crashloop;
