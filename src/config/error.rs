@@ -107,6 +107,8 @@ pub enum ErrorKind {
     },
     #[error("{0}")]
     Certificate(String),
+    #[error("{0}")]
+    Needs(String),
     #[error("bad DNS name `{value}`: {reason}; write a name like \"app.default.svc.cluster.local\" (with resolve = true, add \":PORT\")")]
     BadDnsName { value: String, reason: String },
     #[error("`{0}` is an IP address: there is nothing to resolve; remove `resolve = true`, or write a host name")]

@@ -92,9 +92,9 @@ async fn ip_lookup(
     let ips: Vec<IpAddr> = found.iter().collect();
     let backends = ips
         .into_iter()
-        .map(|ip| backend(SocketAddr::new(ip, port), dns.weight))
+        .filter_map(|ip| backend(SocketAddr::new(ip, port), dns.weight))
         .collect();
-    Ok(found_or_empty(backends, ttl(records)))
+    Ok(found_or_empty(backends, ttl(records), None))
 }
 
 /// SRV records of the lowest priority (the others are for when those
@@ -124,6 +124,8 @@ async fn srv_lookup(resolver: &TokioResolver, name: &str) -> Result<Outcome, Net
     }
     let mut ttl_secs = srvs.iter().map(|(r, _)| r.ttl).min().unwrap_or(0);
     let mut backends = Vec::new();
+    // A target that cannot be resolved now leaves out only itself.
+    let mut failed = None;
     for (_, srv) in srvs.iter().filter(|(_, s)| s.priority == best) {
         // "." as the target: the service is decidedly not available there.
         if srv.target.is_root() {
@@ -132,36 +134,80 @@ async fn srv_lookup(resolver: &TokioResolver, name: &str) -> Result<Outcome, Net
         let weight = u32::from(srv.weight).clamp(1, MAX_WEIGHT);
         let ips = match known.get(&srv.target) {
             Some(ips) => ips.clone(),
-            None => {
-                let asked = resolver.lookup_ip(srv.target.clone()).await?;
-                let t = ttl(asked.as_lookup().answers()).as_secs() as u32;
-                asked.iter().map(|ip| (ip, t)).collect()
-            }
+            None => match resolver.lookup_ip(srv.target.clone()).await {
+                Ok(asked) => {
+                    let t = ttl(asked.as_lookup().answers()).as_secs() as u32;
+                    asked.iter().map(|ip| (ip, t)).collect()
+                }
+                Err(e) => {
+                    log::debug!("SRV {name}: target {}: {e}", srv.target);
+                    if !matches!(classify(&e), Outcome::Empty(_)) {
+                        failed = Some(format!("target {}: {e}", srv.target));
+                    }
+                    continue;
+                }
+            },
         };
         for (ip, t) in ips {
-            ttl_secs = ttl_secs.min(t);
-            backends.push(backend(SocketAddr::new(ip, srv.port), weight));
+            if let Some(b) = backend(SocketAddr::new(ip, srv.port), weight) {
+                ttl_secs = ttl_secs.min(t);
+                backends.push(b);
+            }
         }
     }
     Ok(found_or_empty(
         backends,
         Duration::from_secs(u64::from(ttl_secs)),
+        failed,
     ))
 }
 
-fn found_or_empty(backends: Vec<BackendConfig>, ttl: Duration) -> Outcome {
+/// Most backends one name may give; more are left out (and logged), so
+/// that no answer can blow up the pool, its ring and its checks.
+pub const MAX_BACKENDS_PER_NAME: usize = 512;
+
+/// `backends` as the outcome of a lookup: empty is an authoritative
+/// empty answer unless a part of the lookup `failed`, which makes it a
+/// failure (the last good set stays).
+fn found_or_empty(
+    mut backends: Vec<BackendConfig>,
+    ttl: Duration,
+    failed: Option<String>,
+) -> Outcome {
     if backends.is_empty() {
-        return Outcome::Empty("no addresses".into());
+        return match failed {
+            Some(why) => Outcome::Failed(why),
+            None => Outcome::Empty("no addresses".into()),
+        };
+    }
+    if backends.len() > MAX_BACKENDS_PER_NAME {
+        log::warn!(
+            "a DNS answer gave {} backends; the first {MAX_BACKENDS_PER_NAME} are used",
+            backends.len()
+        );
+        backends.truncate(MAX_BACKENDS_PER_NAME);
     }
     Outcome::Found { backends, ttl }
 }
 
-fn backend(socket_addr: SocketAddr, weight: u32) -> BackendConfig {
-    BackendConfig {
+/// The backend at `socket_addr`, unless no connection could reach it: port
+/// 0, or an unspecified, multicast or broadcast address (a service
+/// registered without a port, or a bad record).
+fn backend(socket_addr: SocketAddr, weight: u32) -> Option<BackendConfig> {
+    let ip = socket_addr.ip();
+    let unusable = socket_addr.port() == 0
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
+        log::debug!("DNS gave {socket_addr}, which cannot be connected to; left out");
+        return None;
+    }
+    Some(BackendConfig {
         address: socket_addr.to_string(),
         socket_addr,
         weight,
-    }
+    })
 }
 
 /// The shortest TTL among `records`; zero if there are none.

@@ -106,11 +106,16 @@ impl Tracker {
             self.phase = Phase::Failing;
         }
         self.failures_in_row = self.failures_in_row.saturating_add(1);
-        let cap = self
-            .refresh
-            .max
-            .min(MAX_FAILURE_BACKOFF)
-            .max(self.refresh.min);
+        // With no backends yet (DNS down at start), every request is a
+        // 503 until an answer comes: ask again at min_refresh, no backoff.
+        let cap = if self.has_backends {
+            self.refresh
+                .max
+                .min(MAX_FAILURE_BACKOFF)
+                .max(self.refresh.min)
+        } else {
+            self.refresh.min
+        };
         let doublings = (self.failures_in_row - 1).min(16);
         Step {
             publish: None,

@@ -63,11 +63,16 @@ impl Builder {
     }
 
     /// Takes `config` as the one to build from. The answers of the names
-    /// it still follows are kept, so a reload never empties them while they
-    /// are looked up again; those of names it dropped are forgotten.
+    /// it still follows the same way are kept, so a reload never empties
+    /// them while they are looked up again; those of names it dropped, or
+    /// now follows with another port or weight, are forgotten (they would
+    /// keep the old ones until the next answer).
     pub(super) fn set_config(&mut self, config: Config) {
-        self.resolved
-            .retain(|(upstream, name), _| follows(&config, upstream, name));
+        let old = Arc::clone(&self.config);
+        self.resolved.retain(|(upstream, name), _| {
+            follows(&config, upstream, name)
+                && entry(&old, upstream, name) == entry(&config, upstream, name)
+        });
         self.config = Arc::new(config);
     }
 
@@ -166,6 +171,21 @@ fn members<'a>(
         .filter(|(b, _)| seen.insert(b.socket_addr))
         .map(|(config, name)| Member { config, name })
         .collect()
+}
+
+/// How `config` has `upstream` follow `name`, if it does.
+fn entry<'a>(
+    config: &'a Config,
+    upstream: &str,
+    name: &str,
+) -> Option<&'a crate::config::DnsBackend> {
+    config
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream)?
+        .dns
+        .iter()
+        .find(|d| d.name == name)
 }
 
 /// Whether `config` has `upstream` follow `name`.

@@ -311,3 +311,28 @@ async fn a_reload_keeps_the_backends_of_names_it_still_follows() {
         proxy.get_ok(&http, "/").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srv_target_without_an_address_or_port_leaves_out_only_itself() {
+    let one = TestBackend::start("one", Behavior::Name).await;
+    let dns = TestDns::start().await;
+    dns.set_a("one.test", &loopback(&[1]));
+    dns.set_a("zero.test", &loopback(&[1]));
+    // ghost.test has no address at all; zero.test is registered on port 0.
+    dns.set_srv(
+        "_http._tcp.web.test",
+        &[
+            (1, 1, one.addr.port(), "one.test"),
+            (1, 1, one.addr.port(), "ghost.test"),
+            (1, 1, 0, "zero.test"),
+        ],
+    );
+    let config = format!(
+        "{}[upstreams.web]\nmin_refresh = \"100ms\"\nmax_refresh = \"1s\"\nhold_empty = \"0s\"\n\
+         backends = [{{ srv = \"_http._tcp.web.test\" }}]\n",
+        dns.resolver_table()
+    );
+    let proxy = TestProxy::start(&config).await;
+    follows(&proxy, "web", &[one.addr]).await;
+    assert_eq!(proxy.get_ok(&client(), "/").await, "one");
+}

@@ -225,6 +225,16 @@ fn bad_tls_files_and_keys_are_errors_where_written_and_verify_off_is_a_warning()
         text.contains(":4:") && text.contains("protocol = \"http2\""),
         "{text}"
     );
+    let dns_without_sni = parse(
+        &path,
+        "[upstreams.app]\nbackends = [{ address = \"app.internal:443\", resolve = true }]\n\
+         [upstreams.app.tls]\nverify = true\n",
+    )
+    .expect_err("backends from DNS need sni");
+    assert!(
+        dns_without_sni.to_string().contains("`sni`"),
+        "{dns_without_sni}"
+    );
     for (tls, line, says) in cases {
         let e = load(tls).expect_err(tls);
         let text = e.to_string();

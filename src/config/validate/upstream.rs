@@ -82,7 +82,21 @@ impl Source<'_> {
         };
         let tls = match u.tls {
             None => None,
-            Some(section) => Some(self.upstream_tls(&name, section)?),
+            Some(section) => {
+                let span = section.span();
+                let tls = self.upstream_tls(&name, section)?;
+                if tls.sni.is_none() && !dns.is_empty() {
+                    // Its backends are known by address only: SNI and the
+                    // certificate check would use the IP address.
+                    let kind = ErrorKind::Needs(
+                        "missing key `sni`: backends that follow DNS are reached by \
+                         address, so name the host their certificates carry"
+                            .into(),
+                    );
+                    return Err(self.error(span, kind));
+                }
+                Some(tls)
+            }
         };
         Ok(UpstreamConfig {
             name,
