@@ -13,6 +13,7 @@ pub mod config;
 pub mod discovery;
 pub mod downstream;
 pub mod drain;
+pub mod drain_end;
 pub mod health;
 pub mod metrics;
 pub mod pool;

@@ -51,7 +51,15 @@ fn main() -> ExitCode {
             }
         }
         None => match switchyard::build_server(config, cli.pingora_opt()) {
-            Ok(built) => built.server.run_forever(),
+            Ok(built) => {
+                // The grace period is only the cap: exit once drained.
+                switchyard::drain_end::exit_when_drained(
+                    std::sync::Arc::clone(&built.draining),
+                    std::sync::Arc::clone(&built.metrics),
+                    std::sync::Arc::clone(&built.pool),
+                );
+                built.server.run_forever()
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE

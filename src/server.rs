@@ -37,6 +37,8 @@ pub struct Switchyard {
     pub server: Server,
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
+    /// Set when the process begins to shut down or hand over.
+    pub draining: Arc<Draining>,
 }
 
 /// Builds the server for `config`. `opt` carries the process-level flags
@@ -61,7 +63,11 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
             draining: Arc::clone(&draining),
         },
     );
-    let proxy = Proxy::new(Arc::clone(&pool), Arc::clone(&metrics), draining);
+    let proxy = Proxy::new(
+        Arc::clone(&pool),
+        Arc::clone(&metrics),
+        Arc::clone(&draining),
+    );
     let proxy = Connections::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),
         Arc::clone(&pool),
@@ -122,6 +128,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         server,
         pool,
         metrics,
+        draining,
     })
 }
 

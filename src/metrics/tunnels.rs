@@ -26,6 +26,19 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Tunnels open now, to every backend.
+    pub fn tunnels_open_total(&self) -> i64 {
+        use prometheus::core::Collector;
+        self.tunnels_open
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .sum()
+    }
+}
+
 impl Drop for OpenTunnel {
     fn drop(&mut self) {
         self.open.dec();

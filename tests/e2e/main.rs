@@ -16,6 +16,7 @@ mod crashloop;
 mod dns;
 mod dns_config;
 mod dns_failures;
+mod drain;
 mod failures;
 mod grpc;
 mod h2;

@@ -1,0 +1,93 @@
+//! The end of a drain: once the process has begun to shut down (SIGTERM)
+//! or to hand over to a new one (an upgrade's SIGQUIT), it exits as soon
+//! as no client connection is left (so no request and no tunnel either),
+//! rather than sleeping out the whole grace period, which stays the cap.
+//! Idle keep-alive connections close at the drain's linger (at most 2 s),
+//! tunnels at their own instants within the grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::drain::Draining;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+
+/// How often the drain looks at what is left.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a drain still waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub connections: i64,
+    pub requests: u64,
+    pub tunnels: i64,
+}
+
+impl Left {
+    /// Now, as the metrics and the pool count them.
+    pub fn now(metrics: &Metrics, pool: &Pool) -> Left {
+        let requests = pool
+            .snapshot()
+            .upstreams()
+            .iter()
+            .flat_map(|u| u.backends())
+            .map(|b| b.state.in_flight() as u64)
+            .sum();
+        Left {
+            connections: metrics.client_connections.get(),
+            requests,
+            tunnels: metrics.tunnels_open_total(),
+        }
+    }
+
+    /// Nothing is left: every client connection has closed.
+    pub fn done(self) -> bool {
+        self.connections <= 0
+    }
+}
+
+/// Resolves once the drain has begun and nothing is left, logging what is
+/// left once a second meanwhile.
+pub async fn drained(draining: &Draining, metrics: &Metrics, pool: &Pool) {
+    let began = draining.began().await;
+    let mut logged = began;
+    loop {
+        let left = Left::now(metrics, pool);
+        if left.done() {
+            log::info!(
+                "drained in {:.3} s: nothing left, exiting",
+                began.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if logged.elapsed() >= Duration::from_secs(1) {
+            logged = tokio::time::Instant::now();
+            log::info!(
+                "draining: {} connections, {} requests, {} tunnels left",
+                left.connections,
+                left.requests,
+                left.tunnels
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// For the binary: a thread of its own that exits the process once drained.
+/// Not for tests that run the server in-process.
+pub fn exit_when_drained(draining: Arc<Draining>, metrics: Arc<Metrics>, pool: Arc<Pool>) {
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("drain watcher not started ({e}): shutdown waits the grace period");
+                return;
+            }
+        };
+        runtime.block_on(drained(&draining, &metrics, &pool));
+        std::process::exit(0);
+    });
+}
