@@ -15,6 +15,10 @@ use crate::pool::Pool;
 /// How often the drain looks at what is left.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long nothing must be left before the process exits: a connection
+/// accepted as the listeners stopped is counted within it.
+const SETTLE: Duration = Duration::from_millis(60);
+
 /// What a drain still waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Left {
@@ -46,14 +50,23 @@ impl Left {
     }
 }
 
-/// Resolves once the drain has begun and nothing is left, logging what is
-/// left once a second meanwhile.
+/// Resolves once `draining` has begun and nothing is left, logging what is
+/// left once a second meanwhile. For an upgrade, `draining` must begin
+/// only once the sockets are the new process's: an old process that
+/// exited before would take them with it.
 pub async fn drained(draining: &Draining, metrics: &Metrics, pool: &Pool) {
     let began = draining.began().await;
     let mut logged = began;
+    let mut empty_since = None;
     loop {
         let left = Left::now(metrics, pool);
-        if left.done() {
+        if !left.done() {
+            empty_since = None;
+        } else if empty_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= SETTLE
+        {
             log::info!(
                 "drained in {:.3} s: nothing left, exiting",
                 began.elapsed().as_secs_f64()

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             Ok(built) => {
                 // The grace period is only the cap: exit once drained.
                 switchyard::drain_end::exit_when_drained(
-                    std::sync::Arc::clone(&built.draining),
+                    std::sync::Arc::clone(&built.handed_over),
                     std::sync::Arc::clone(&built.metrics),
                     std::sync::Arc::clone(&built.pool),
                 );

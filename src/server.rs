@@ -37,8 +37,9 @@ pub struct Switchyard {
     pub server: Server,
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
-    /// Set when the process begins to shut down or hand over.
-    pub draining: Arc<Draining>,
+    /// Set when the process begins to shut down, or has handed its
+    /// sockets over: from then on it may exit once drained.
+    pub handed_over: Arc<Draining>,
 }
 
 /// Builds the server for `config`. `opt` carries the process-level flags
@@ -56,11 +57,13 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
     metrics.init_series(&pool.snapshot());
 
     let draining = Arc::new(Draining::new());
+    let handed_over = Arc::new(Draining::new());
     let drain = background_service(
         "switchyard drain",
         Drain {
             phases: Mutex::new(Some(server.watch_execution_phase())),
             draining: Arc::clone(&draining),
+            handed_over: Arc::clone(&handed_over),
         },
     );
     let proxy = Proxy::new(
@@ -128,7 +131,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         server,
         pool,
         metrics,
-        draining,
+        handed_over,
     })
 }
 
@@ -187,6 +190,10 @@ fn runtime_path(config: &Config) -> String {
 struct Drain {
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     draining: Arc<Draining>,
+    /// Begins once the process may exit when drained: it accepts no more
+    /// connections, and its sockets, if an upgrade asked for them, are the
+    /// new process's already.
+    handed_over: Arc<Draining>,
 }
 
 #[async_trait]
@@ -201,6 +208,7 @@ impl BackgroundService for Drain {
                 _ = shutdown.changed() => {
                     // Pingora signals shutdown before it announces the phase.
                     self.draining.begin();
+                    self.handed_over.begin();
                     break;
                 }
                 phase = phases.recv() => phase,
@@ -209,11 +217,17 @@ impl BackgroundService for Drain {
                 Ok(
                     ExecutionPhase::GracefulUpgradeTransferringFds
                     | ExecutionPhase::GracefulUpgradeCloseTimeout
-                    | ExecutionPhase::GracefulTerminate
-                    | ExecutionPhase::ShutdownStarted,
+                    | ExecutionPhase::GracefulTerminate,
                 ) => {
                     log::info!("draining: responses now close their connections");
                     self.draining.begin();
+                }
+                Ok(ExecutionPhase::ShutdownStarted) => {
+                    // The listeners have stopped (after an upgrade's
+                    // sockets went to the new process): what is open now
+                    // is all there will be.
+                    self.draining.begin();
+                    self.handed_over.begin();
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => break,
