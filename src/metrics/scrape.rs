@@ -45,13 +45,7 @@ impl Metrics {
             .collect();
         for family in self.route_requests.collect() {
             for m in family.get_metric() {
-                let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map_or("", |l| l.value())
-                };
-                let (route, code) = (label("route"), label("code"));
+                let (route, code) = (label(m, "route"), label(m, "code"));
                 if !routes.contains(route) {
                     let _ = self.route_requests.remove_label_values(&[route, code]);
                 }
@@ -73,13 +67,7 @@ impl Metrics {
         // A gRPC error made before any backend was tried has no backend.
         for family in self.grpc_responses.collect() {
             for m in family.get_metric() {
-                let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map_or("", |l| l.value())
-                };
-                let (u, b) = (label("upstream"), label("backend"));
+                let (u, b) = (label(m, "upstream"), label(m, "backend"));
                 if b.is_empty() && gone(u) {
                     forget(&self.grpc_responses, u, b);
                 }
@@ -121,6 +109,14 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The value of series `m`'s label `name`; empty if it has none.
+fn label<'a>(m: &'a prometheus::proto::Metric, name: &str) -> &'a str {
+    m.get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map_or("", |l| l.value())
 }
 
 /// Removes every series of `vec` labelled with this upstream and backend.

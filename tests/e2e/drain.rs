@@ -1,8 +1,8 @@
 //! Drains end when done: on SIGTERM the binary exits as soon as nothing is
-//! left, well inside a long grace period, which is only the cap.
+//! left, well inside a long grace period, which is only the cap (with a
+//! request in flight: `binary::sigterm_lets_the_request_in_flight_finish_and_exits_0`).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 use crate::support::binary::{signal, spawn, wait_exit, BinaryConfig};
 use crate::support::{client, eventually, Behavior, TestBackend, DEADLINE};
@@ -56,30 +56,4 @@ async fn an_idle_keepalive_connection_does_not_hold_the_drain() {
     let closed = tokio::time::timeout(DEADLINE, idle.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the idle connection was left open");
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_in_flight_finishes_then_the_binary_exits() {
-    let (open, gate) = watch::channel(false);
-    let held = TestBackend::start("held", Behavior::Gated(gate)).await;
-    let config = BinaryConfig::new(GRACE, &[held.addr]);
-    let mut running = spawn(&config.path, false);
-    let http = client();
-    eventually("the data port", || async {
-        tokio::net::TcpStream::connect(config.addr).await.ok()
-    })
-    .await;
-    let request = tokio::spawn({
-        let (http, url) = (http.clone(), config.url());
-        async move { http.get(url).send().await?.text().await }
-    });
-    eventually("the request to be held", || async {
-        (held.received() == 1).then_some(())
-    })
-    .await;
-    signal(&running, "-TERM");
-    open.send(true).unwrap();
-    assert_eq!(request.await.unwrap().unwrap().trim(), "held");
-    let status = wait_exit(&mut running, "the binary to exit once the request is done").await;
-    assert!(status.success(), "{status}");
 }
