@@ -44,6 +44,11 @@ impl Draining {
         self.began.get().is_some()
     }
 
+    /// When the drain began, if it has.
+    pub fn began_at(&self) -> Option<Instant> {
+        self.began.get().copied()
+    }
+
     /// When the drain began, waiting for it if it has not.
     pub async fn began(&self) -> Instant {
         let notified = self.began_notify.notified();

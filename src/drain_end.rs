@@ -23,6 +23,7 @@ const SETTLE: Duration = Duration::from_millis(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Left {
     pub connections: i64,
+    /// Requests in flight to backends, tunnels not included.
     pub requests: u64,
     pub tunnels: i64,
 }
@@ -30,18 +31,33 @@ pub struct Left {
 impl Left {
     /// Now, as the metrics and the pool count them.
     pub fn now(metrics: &Metrics, pool: &Pool) -> Left {
-        let requests = pool
+        let in_flight: u64 = pool
             .snapshot()
             .upstreams()
             .iter()
-            .flat_map(|u| u.backends())
+            .flat_map(|u| u.listed())
             .map(|b| b.state.in_flight() as u64)
             .sum();
+        let tunnels = metrics.tunnels_open_total();
         Left {
             connections: metrics.client_connections.get(),
-            requests,
-            tunnels: metrics.tunnels_open_total(),
+            // Each open tunnel holds its backend's lease.
+            requests: in_flight.saturating_sub(u64::try_from(tunnels).unwrap_or(0)),
+            tunnels,
         }
+    }
+
+    /// `/status`'s account of the process's drain: whether it has begun
+    /// (and for how long), and what is left.
+    pub fn to_json(self, draining: &Draining) -> serde_json::Value {
+        let began = draining.began_at();
+        serde_json::json!({
+            "draining": began.is_some(),
+            "for_ms": began.map(|b| super::admin::millis(b.elapsed())),
+            "connections": self.connections,
+            "requests": self.requests,
+            "tunnels": self.tunnels,
+        })
     }
 
     /// Nothing is left: every client connection has closed.

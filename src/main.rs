@@ -20,6 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(code) = cli::run_admin_command(&cli.command) {
+        return code;
+    }
     let config = match switchyard::config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -33,7 +36,9 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Some(Command::Completions { .. } | Command::Man) => ExitCode::SUCCESS,
+        Some(
+            Command::Completions { .. } | Command::Man | Command::Drain(_) | Command::Undrain(_),
+        ) => ExitCode::SUCCESS,
         Some(Command::Check) => {
             print!("{}", cli::summary(&config));
             for warning in switchyard::discovery::check(&config) {

@@ -101,6 +101,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
             Arc::clone(&metrics),
             Arc::clone(&reloader),
             Arc::clone(&board),
+            Arc::clone(&draining),
         ),
     );
     admin.threads = Some(1);

@@ -9,13 +9,19 @@ use serde_json::{json, Value};
 
 use std::net::IpAddr;
 
+use super::percent_decode;
 use super::status::upstream_status;
+use crate::metrics::Metrics;
 use crate::pool::{Snapshot, Upstream};
 use crate::proxy::affinity;
 use crate::route::{self, Refusal, Verdict};
 
 /// The answer for the query string `query`, or why the query is wrong.
-pub(super) fn explain(snapshot: &Snapshot, query: &str) -> Result<Value, String> {
+pub(super) fn explain(
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    query: &str,
+) -> Result<Value, String> {
     let mut host = String::new();
     let mut target = "/".to_string();
     let mut headers = HeaderMap::new();
@@ -78,7 +84,7 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> Result<Value, String>
             answer["backend_path"] = backend_path.into();
             answer["forwarded_prefix"] = d.route.and_then(|r| r.forwarded_prefix()).into();
             let upstream = &snapshot.upstreams()[d.upstream];
-            answer["upstream"] = upstream_status(upstream);
+            answer["upstream"] = upstream_status(upstream, metrics);
             affinity(&mut answer, upstream, &headers, &target, client);
             normal
         }
@@ -144,8 +150,12 @@ fn affinity(
             "cookie": s.config.cookie,
             "value": id,
             "backend": id.and_then(|id| s.backend(id)).map(address),
+            "drained_backend": id.and_then(|id| s.drained_backend(id)),
             "why": match id.map(|id| s.backend(id)) {
                 None => "no cookie: the balancer picks, and the answer sets it",
+                Some(None) if id.and_then(|id| s.drained_backend(id)).is_some() => {
+                    "the cookie names a backend drained on the admin port: a new pick, and a new cookie"
+                }
                 Some(None) => "the cookie names no backend (forged or stale): a new pick, and a new cookie",
                 Some(Some(_)) => "the cookie names this backend: it takes the request while it may take traffic",
             },
@@ -160,31 +170,9 @@ fn pairs(query: &str) -> Result<Vec<(String, String)>, String> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Ok((decode(k)?, decode(v)?))
+            Ok((percent_decode(k, true)?, percent_decode(v, true)?))
         })
         .collect()
-}
-
-fn decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad escape in `{s}`"))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 once decoded"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The admin listener, on its own port: `GET /metrics`, `/status`
-//! (`status.rs`), `/explain` (`explain.rs`), `/healthz`, `/readyz` and
-//! `POST /reload`. Anything else is 404; a known path with another method
-//! is 405.
+//! (`status.rs`), `/explain` (`explain.rs`), `/healthz`, `/readyz`,
+//! `POST /reload`, and the drain of one backend (`backends.rs`). Anything
+//! else is 404; a known path with another method is 405. With `[admin]
+//! token` set, the endpoints that change something (`/reload`, drain and
+//! undrain) answer 401 to a request without `Authorization: Bearer TOKEN`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,12 +15,17 @@ use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
 use crate::discovery::Board;
+use crate::drain::Draining;
+use crate::drain_end::Left;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Snapshot};
 use crate::reload::{Reloader, Trigger};
 
+mod backends;
 mod explain;
 mod status;
+
+use backends::BackendPath;
 
 pub use status::status;
 
@@ -29,6 +36,8 @@ pub struct Admin {
     reloader: Arc<Reloader>,
     /// What each followed DNS name last did.
     board: Arc<Board>,
+    /// The process's own drain (SIGTERM, or an upgrade's handover).
+    draining: Arc<Draining>,
 }
 
 /// Each endpoint and the one method it takes.
@@ -47,25 +56,55 @@ impl Admin {
         metrics: Arc<Metrics>,
         reloader: Arc<Reloader>,
         board: Arc<Board>,
+        draining: Arc<Draining>,
     ) -> Self {
         Admin {
             pool,
             metrics,
             reloader,
             board,
+            draining,
         }
     }
 
-    /// The answer for `method path?query`, independent of the transport.
-    pub async fn handle(&self, method: &Method, path: &str, query: &str) -> Response<Vec<u8>> {
-        let Some((_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
-            return text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"));
+    /// The answer for `method path?query`, with the request's
+    /// `Authorization` header if it had one; independent of the transport.
+    pub async fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        authorization: Option<&[u8]>,
+    ) -> Response<Vec<u8>> {
+        let backend = BackendPath::parse(path);
+        let allowed: &[Method] = match (&backend, ENDPOINTS.iter().find(|(p, _)| *p == path)) {
+            (Some(b), _) => b.action.methods(),
+            (None, Some((_, m))) => std::slice::from_ref(m),
+            (None, None) => {
+                return text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"));
+            }
         };
-        if method != allowed {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {allowed}\n"));
-            let allow = header::HeaderValue::from_static(allowed.as_str());
-            r.headers_mut().insert(header::ALLOW, allow);
+        if !allowed.contains(method) {
+            let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("use {}\n", names.join(" or ")),
+            );
+            if let Ok(allow) = header::HeaderValue::from_str(&names.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, allow);
+            }
             return r;
+        }
+        if method == Method::POST {
+            let snapshot = self.pool.snapshot();
+            if let Some(token) = &snapshot.config.admin.token {
+                if !bearer_matches(authorization, token) {
+                    return unauthorized();
+                }
+            }
+        }
+        if let Some(b) = &backend {
+            return backends::handle(&self.pool, &self.metrics, method, b);
         }
         if path == "/reload" {
             return match self.reloader.reload_async(Trigger::Admin).await {
@@ -86,11 +125,13 @@ impl Admin {
                 r
             }
             "/status" => {
-                let status = status(&snapshot, &self.reloader, &self.board);
+                let mut status = status(&snapshot, &self.reloader, &self.board, &self.metrics);
+                let left = Left::now(&self.metrics, &self.pool);
+                status["drain"] = left.to_json(&self.draining);
                 json_response(StatusCode::OK, &status)
             }
             "/readyz" => readiness(&snapshot, &self.board),
-            "/explain" => match explain::explain(&snapshot, query) {
+            "/explain" => match explain::explain(&snapshot, &self.metrics, query) {
                 Ok(answer) => json_response(StatusCode::OK, &answer),
                 Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
             },
@@ -105,7 +146,11 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
         let query = req.uri.query().unwrap_or("").to_string();
-        self.handle(&method, &path, &query).await
+        let auth = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        self.handle(&method, &path, &query, auth.as_deref()).await
     }
 }
 
@@ -117,6 +162,10 @@ fn readiness(snapshot: &Snapshot, board: &Board) -> Response<Vec<u8>> {
     for u in snapshot.upstreams().iter().filter(|u| !u.is_ready()) {
         if !u.backends().is_empty() {
             unhealthy.push(u.name());
+            continue;
+        }
+        if !u.draining().is_empty() {
+            empty.push(format!("every backend of upstream {} is drained", u.name()));
             continue;
         }
         let why = board.why_empty(u.name());
@@ -136,6 +185,55 @@ fn readiness(snapshot: &Snapshot, board: &Board) -> Response<Vec<u8>> {
     }
     let reason = format!("not ready: {} (see /status)\n", empty.join("; "));
     text(StatusCode::SERVICE_UNAVAILABLE, reason)
+}
+
+/// Whether `authorization` is `Bearer TOKEN` with this token, compared in
+/// time independent of where the two differ.
+fn bearer_matches(authorization: Option<&[u8]>, token: &str) -> bool {
+    let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    let token = token.as_bytes();
+    let differ = given
+        .iter()
+        .zip(token)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    given.len() == token.len() && differ == 0
+}
+
+fn unauthorized() -> Response<Vec<u8>> {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "this endpoint needs `Authorization: Bearer TOKEN` with the [admin] token\n".into(),
+    );
+    let challenge = header::HeaderValue::from_static("Bearer realm=\"switchyard admin\"");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    r
+}
+
+/// Percent-decodes `s` (and `+` as a space where `plus_is_space`, as in
+/// a query string), or says why it cannot be.
+pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad escape in `{s}`"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 once decoded"))
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {

@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use super::{millis, rfc3339};
 use crate::config::{Balance, HealthCheck, Probe};
 use crate::discovery::Board;
-use crate::pool::{health, latency, Snapshot, Upstream};
+use crate::metrics::Metrics;
+use crate::pool::{health, latency, Backend, DrainProgress, Snapshot, Upstream};
 use crate::reload::Reloader;
 
 /// The `/status` document.
-pub fn status(snapshot: &Snapshot, reloader: &Reloader, board: &Board) -> Value {
+pub fn status(snapshot: &Snapshot, reloader: &Reloader, board: &Board, metrics: &Metrics) -> Value {
     let config = &snapshot.config;
     let (loaded_at, last_reload) = reloader.status();
     json!({
@@ -40,7 +41,7 @@ pub fn status(snapshot: &Snapshot, reloader: &Reloader, board: &Board) -> Value 
             None => "404: no default_upstream".to_string(),
         },
         "upstreams": snapshot.upstreams().iter().map(|u| {
-            let mut v = upstream_status(u);
+            let mut v = upstream_status(u, metrics);
             v["dns"] = dns_status(snapshot, u.name(), board);
             v
         }).collect::<Vec<_>>(),
@@ -95,14 +96,20 @@ fn routes(snapshot: &Snapshot) -> Vec<Value> {
         .collect()
 }
 
-pub(super) fn upstream_status(u: &Upstream) -> Value {
+pub(super) fn upstream_status(u: &Upstream, metrics: &Metrics) -> Value {
     let t = u.timeouts();
     let now = health::now();
     // Once per upstream: each backend is compared with the same fastest.
     let fastest = (u.balance() == Balance::LeastConnections).then(|| u.fastest_latency());
-    let backends: Vec<Value> = (0..u.backends().len())
-        .map(|i| backend_status(u, i, now, fastest))
+    let taking = u.backends().iter().enumerate();
+    let mut backends: Vec<Value> = taking
+        .map(|(i, b)| backend_status(u, b, Some(i), now, fastest))
         .collect();
+    for b in u.draining() {
+        let mut v = backend_status(u, b, None, now, fastest);
+        drained_status(&mut v, u, b, metrics);
+        backends.push(v);
+    }
     let p = u.passive();
     let budget = u.retry_budget();
     let (requests, retries) = budget.window().recent(now);
@@ -186,13 +193,42 @@ fn check_settings(c: &HealthCheck) -> Value {
     v
 }
 
+/// Overrides the state of a backend drained on the admin port with where
+/// its drain stands: what is left on it, or that it may be stopped.
+fn drained_status(v: &mut Value, u: &Upstream, b: &Backend, metrics: &Metrics) {
+    let address = b.state.address();
+    let tunnels = metrics.tunnels_open_to(u.name(), address);
+    let in_flight = b.state.in_flight() as u64;
+    let p = DrainProgress::new(u.name(), address, b.drained, in_flight, tunnels);
+    let since = p.since.map(rfc3339).unwrap_or_default();
+    let health = v["state"].as_str().unwrap_or_default().to_string();
+    v["reason"] = match p.drained() {
+        true => format!("drained on the admin port since {since}: nothing left on it, safe to stop ({health})"),
+        false => format!(
+            "drained on the admin port since {since}: no new requests; {} requests and {} tunnels left ({health})",
+            p.requests, p.tunnels
+        ),
+    }
+    .into();
+    v["state"] = p.state().into();
+    v["draining_since"] = since.into();
+    v["tunnels"] = p.tunnels.into();
+    v["drained"] = p.drained().into();
+}
+
 /// `fastest`: for least-connections, what [`Upstream::fastest_latency`]
-/// gives; `None` for other algorithms.
-fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>) -> Value {
-    let b = &u.backends()[i];
+/// gives; `None` for other algorithms. `i`: its index among the backends
+/// that take requests; `None` for a drained one.
+fn backend_status(
+    u: &Upstream,
+    b: &Backend,
+    i: Option<usize>,
+    now: u64,
+    fastest: Option<Option<u64>>,
+) -> Value {
     let s = &b.state;
     let h = s.health().report(now);
-    let effective = u.effective_weight(i, now);
+    let effective = i.map_or(0.0, |i| u.effective_weight(i, now));
     let latency_ms = s
         .latency()
         .base()
@@ -228,7 +264,7 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
         )
     };
     let mut reason = reason;
-    if effective < f64::from(b.weight) && state == "healthy" {
+    if effective < f64::from(b.weight) && state == "healthy" && i.is_some() {
         let share = effective * 100.0 / f64::from(b.weight);
         reason += &format!("; slow start at {share:.0}% of its weight");
     }
@@ -294,7 +330,7 @@ fn backend_status(u: &Upstream, i: usize, now: u64, fastest: Option<Option<u64>>
             let ewma = s.ewma().latency(now, u.latency_decay());
             (ewma / 1e4).round() / 100.0
         }),
-        "sticky_id": u.sticky().map(|st| st.id(i)),
+        "sticky_id": u.sticky().zip(i).map(|(st, i)| st.id(i)),
         "responses_total": s.requests(),
         "failures_total": s.failures(),
     })

@@ -95,6 +95,7 @@ pub struct CertSection {
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     pub listen: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME]`: one pool of backends and how to reach them.

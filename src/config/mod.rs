@@ -166,6 +166,8 @@ impl Default for Limits {
 pub struct AdminConfig {
     /// Default [`DEFAULT_ADMIN_LISTEN`]; never equal to a data address.
     pub listen: SocketAddr,
+    /// The bearer token `/reload` and the drain endpoints ask for, if set.
+    pub token: Option<String>,
 }
 impl Config {
     /// The upstream that takes the requests no route matches, if any.

@@ -154,8 +154,7 @@ fn from_name(pool: &Pool, upstream: &str, name: &str) -> usize {
     let Some(u) = snapshot.upstream_named(upstream) else {
         return 0;
     };
-    u.backends()
-        .iter()
+    u.listed()
         .filter(|b| b.name.as_deref() == Some(name))
         .count()
 }

@@ -51,7 +51,7 @@ impl Checker {
         let mut wanted = HashMap::new();
         let mut unchecked = HashMap::new();
         for upstream in snapshot.upstreams() {
-            for b in upstream.backends() {
+            for b in upstream.listed() {
                 let key = Arc::as_ptr(&b.state) as usize;
                 if let Some(check) = upstream.health_check() {
                     let peer = upstream.peer_template();

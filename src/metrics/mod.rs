@@ -57,6 +57,7 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     healthy: IntGaugeVec,
     weight: IntGaugeVec,
+    draining: IntGaugeVec,
     panic: IntGaugeVec,
     /// result: reloads that succeeded or failed.
     reloads: IntCounterVec,
@@ -125,6 +126,11 @@ impl Metrics {
             in_flight: gauge(BACKEND_IN_FLIGHT, "Requests sent to a backend and not finished.", backend),
             healthy: gauge(BACKEND_HEALTHY, "1 if the backend passes its checks and is not ejected, else 0.", backend),
             weight: gauge(BACKEND_WEIGHT, "The backend's configured weight.", backend),
+            draining: gauge(
+                BACKEND_DRAINING,
+                "1 while the backend is drained on the admin port (no new requests), else 0.",
+                backend,
+            ),
             reloads: counter(CONFIG_RELOADS_TOTAL, "Config reload attempts, by result (success, failure).", &["result"]),
             last_reload_ok: IntGauge::new(CONFIG_LAST_RELOAD_SUCCESSFUL, "1 if the last config reload succeeded (or none was tried), else 0.").expect("valid gauge"),
             last_reload_success: Gauge::new(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP, "Unix time the serving config was loaded.").expect("valid gauge"),
@@ -163,7 +169,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 30] = [
+        let all: [Box<dyn prometheus::core::Collector>; 31] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -180,6 +186,7 @@ impl Metrics {
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.weight.clone()),
+            Box::new(metrics.draining.clone()),
             Box::new(metrics.panic.clone()),
             Box::new(metrics.client_connections.clone()),
             Box::new(metrics.client_connections_refused.clone()),
@@ -216,7 +223,7 @@ impl Metrics {
             for per_upstream in self.per_upstream() {
                 per_upstream.with_label_values(&[upstream.name()]);
             }
-            for b in upstream.backends() {
+            for b in upstream.listed() {
                 let backend = [upstream.name(), b.state.address()];
                 known.insert((backend[0].to_string(), backend[1].to_string()));
                 for kind in FAILURE_KINDS {

@@ -12,6 +12,7 @@ pub const LOCAL_RESPONSES_TOTAL: &str = "switchyard_local_responses_total";
 pub const BACKEND_IN_FLIGHT: &str = "switchyard_backend_in_flight";
 pub const BACKEND_HEALTHY: &str = "switchyard_backend_healthy";
 pub const BACKEND_WEIGHT: &str = "switchyard_backend_weight";
+pub const BACKEND_DRAINING: &str = "switchyard_backend_draining";
 pub const HEALTH_CHECKS_TOTAL: &str = "switchyard_health_checks_total";
 pub const BACKEND_EJECTIONS_TOTAL: &str = "switchyard_backend_ejections_total";
 pub const EJECTIONS_CAPPED_TOTAL: &str = "switchyard_ejections_capped_total";

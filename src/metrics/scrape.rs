@@ -17,7 +17,7 @@ impl Metrics {
             snapshot
                 .upstreams()
                 .iter()
-                .any(|up| up.name() == u && up.backends().iter().any(|x| x.state.address() == b))
+                .any(|up| up.name() == u && up.listed().any(|x| x.state.address() == b))
         };
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         known.retain(|(u, b)| {
@@ -84,13 +84,14 @@ impl Metrics {
         self.in_flight.reset();
         self.healthy.reset();
         self.weight.reset();
+        self.draining.reset();
         self.panic.reset();
         let now = health::now();
         for upstream in snapshot.upstreams() {
             self.panic
                 .with_label_values(&[upstream.name()])
                 .set(i64::from(upstream.in_panic()));
-            for b in upstream.backends() {
+            for b in upstream.listed() {
                 let labels = [upstream.name(), b.state.address()];
                 self.in_flight
                     .with_label_values(&labels)
@@ -101,6 +102,9 @@ impl Metrics {
                 self.weight
                     .with_label_values(&labels)
                     .set(i64::from(b.weight));
+                self.draining
+                    .with_label_values(&labels)
+                    .set(i64::from(b.drained.is_some()));
             }
         }
         let mut out = Vec::new();

@@ -37,6 +37,14 @@ impl Metrics {
             .map(|m| m.get_gauge().get_value() as i64)
             .sum()
     }
+
+    /// Tunnels open now to `backend` of `upstream` (0 if it never had one).
+    pub fn tunnels_open_to(&self, upstream: &str, backend: &str) -> u64 {
+        let open = self
+            .tunnels_open
+            .get_metric_with_label_values(&[upstream, backend]);
+        open.map_or(0, |g| u64::try_from(g.get()).unwrap_or(0))
+    }
 }
 
 impl Drop for OpenTunnel {

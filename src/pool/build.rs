@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::drains::Drains;
 use super::registry::Registry;
 use super::{Snapshot, Upstream};
 use crate::config::{BackendConfig, Config, UpstreamConfig};
@@ -22,6 +23,9 @@ pub(super) struct Builder {
     /// By (upstream, name): the backends the name's last answer gave, in
     /// address order. A name with no answer yet has none.
     resolved: HashMap<(String, String), Vec<BackendConfig>>,
+    /// The backends drained on the admin port, by address: every snapshot
+    /// leaves them out of selection, whatever built it.
+    pub(super) drains: Drains,
 }
 
 /// What one DNS answer changed in its name's backends.
@@ -59,6 +63,7 @@ impl Builder {
             registry: Registry::default(),
             config: Arc::new(config),
             resolved: HashMap::new(),
+            drains: Drains::default(),
         }
     }
 
@@ -66,13 +71,16 @@ impl Builder {
     /// it still follows the same way are kept, so a reload never empties
     /// them while they are looked up again; those of names it dropped, or
     /// now follows with another port or weight, are forgotten (they would
-    /// keep the old ones until the next answer).
+    /// keep the old ones until the next answer). Drain marks stay, but for
+    /// upstreams it no longer has.
     pub(super) fn set_config(&mut self, config: Config) {
         let old = Arc::clone(&self.config);
         self.resolved.retain(|(upstream, name), _| {
             follows(&config, upstream, name)
                 && entry(&old, upstream, name) == entry(&config, upstream, name)
         });
+        let kept = |u: &str| config.upstreams.iter().any(|x| x.name == u);
+        self.drains.retain_upstreams(kept);
         self.config = Arc::new(config);
     }
 
@@ -128,7 +136,8 @@ impl Builder {
             .iter()
             .map(|u| {
                 let members = members(u, &self.resolved);
-                Arc::new(Upstream::build(u, &members, &mut self.registry, added_at))
+                let (registry, drains) = (&mut self.registry, &self.drains);
+                Arc::new(Upstream::build(u, &members, registry, drains, added_at))
             })
             .collect();
         let routes = route::Table::new(config.routes.clone(), config.default_upstream);

@@ -6,6 +6,7 @@ mod backend;
 mod balance;
 mod budget;
 mod build;
+mod drains;
 mod hash;
 pub mod health;
 pub mod latency;
@@ -37,6 +38,7 @@ use crate::metrics::RouteSeries;
 use crate::route;
 pub use build::Change;
 use build::{Builder, Member};
+pub use drains::{DrainError, DrainProgress};
 use registry::Registry;
 
 /// One backend as the current snapshot sees it: shared state plus the
@@ -48,6 +50,8 @@ pub struct Backend {
     pub weight: u32,
     /// The DNS name it came from; `None`: the file lists it.
     pub name: Option<Arc<str>>,
+    /// Since when it is drained on the admin port, if it is.
+    pub drained: Option<std::time::SystemTime>,
 }
 
 /// Everything a request needs to be routed, consistent with one config:
@@ -175,10 +179,10 @@ fn retire_dropped(old: &Snapshot, new: &Snapshot) {
     let listed: std::collections::HashSet<*const BackendState> = new
         .upstreams()
         .iter()
-        .flat_map(|u| u.backends())
+        .flat_map(|u| u.listed())
         .map(|b| Arc::as_ptr(&b.state))
         .collect();
-    let old = old.upstreams().iter().flat_map(|u| u.backends());
+    let old = old.upstreams().iter().flat_map(|u| u.listed());
     for b in old.filter(|b| !listed.contains(&Arc::as_ptr(&b.state))) {
         b.state.retire();
     }

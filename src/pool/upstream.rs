@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::drains::Drains;
 use super::health::{self, LazyNow};
 use super::least::LoadTree;
 use super::p2c::LeastLatency;
@@ -42,17 +43,27 @@ pub struct StickyIds {
     /// By backend index: 16 hex digits, not the address.
     ids: Box<[String]>,
     by_id: HashMap<String, usize>,
+    /// The ids of drained backends, and their addresses: a cookie naming
+    /// one gets a new pick, as a stale one does.
+    drained: HashMap<String, String>,
 }
 
 impl StickyIds {
-    fn new(config: &Sticky, upstream: &str, backends: &[Backend]) -> StickyIds {
+    fn new(
+        config: &Sticky,
+        upstream: &str,
+        backends: &[Backend],
+        drained: &[Backend],
+    ) -> StickyIds {
         let secret = config.secret.as_deref().unwrap_or("");
-        let ids: Box<[String]> = backends
+        let id = |b: &Backend| {
+            let input = format!("{secret}\0{upstream}\0{}", b.state.address());
+            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(input.as_bytes()))
+        };
+        let ids: Box<[String]> = backends.iter().map(id).collect();
+        let drained = drained
             .iter()
-            .map(|b| {
-                let input = format!("{secret}\0{upstream}\0{}", b.state.address());
-                format!("{:016x}", xxhash_rust::xxh3::xxh3_64(input.as_bytes()))
-            })
+            .map(|b| (id(b), b.state.address().to_string()))
             .collect();
         let by_id = ids
             .iter()
@@ -63,6 +74,7 @@ impl StickyIds {
             config: config.clone(),
             ids,
             by_id,
+            drained,
         }
     }
 
@@ -75,6 +87,11 @@ impl StickyIds {
     pub fn backend(&self, id: &str) -> Option<usize> {
         self.by_id.get(id).copied()
     }
+
+    /// The address of the drained backend with this id, if one is.
+    pub fn drained_backend(&self, id: &str) -> Option<&str> {
+        self.drained.get(id).map(String::as_str)
+    }
 }
 
 /// One upstream in a snapshot.
@@ -84,7 +101,11 @@ pub struct Upstream {
     pub(super) balance: Balance,
     pub(super) timeouts: Timeouts,
     pub(super) retries: usize,
+    /// The backends that take requests: what every balancer chooses from.
     pub(super) backends: Vec<Backend>,
+    /// Those drained on the admin port: listed (checked, counted, shown)
+    /// but never chosen.
+    pub(super) draining: Vec<Backend>,
     pub(super) balancer: Box<dyn Balancer>,
     /// Least-connections' index of the backends by load.
     pub(super) least: Option<Arc<LoadTree>>,
@@ -107,11 +128,13 @@ pub struct Upstream {
 impl Upstream {
     /// `added_at`: when backends new to the registry count as usable
     /// since, for slow start.
-    /// `members`: its backends, from the file and from DNS.
+    /// `members`: its backends, from the file and from DNS; those `drains`
+    /// marks are listed apart, out of every balancer.
     pub(super) fn build(
         config: &UpstreamConfig,
         members: &[Member<'_>],
         registry: &mut Registry,
+        drains: &Drains,
         added_at: u64,
     ) -> Self {
         let initial_up = config
@@ -119,17 +142,25 @@ impl Upstream {
             .as_ref()
             .is_none_or(|c| c.initial_healthy);
         let counters = registry.counters(&config.name);
-        let backends: Vec<Backend> = members
-            .iter()
-            .map(|m| Backend {
-                state: registry.state(&config.name, m.config, initial_up, added_at, &counters),
+        let (mut backends, mut draining) = (Vec::new(), Vec::new());
+        for m in members {
+            let state = registry.state(&config.name, m.config, initial_up, added_at, &counters);
+            let drained = drains.since(&config.name, state.address());
+            let list = if drained.is_some() {
+                &mut draining
+            } else {
+                &mut backends
+            };
+            list.push(Backend {
+                state,
                 weight: m.config.weight,
                 name: m.name.map(Arc::from),
-            })
-            .collect();
+                drained,
+            });
+        }
         if config.health_check.is_none() {
             let now = health::now();
-            for b in &backends {
+            for b in backends.iter().chain(&draining) {
                 b.state.health().clear_checks(now);
             }
         }
@@ -156,7 +187,7 @@ impl Upstream {
         let sticky = config
             .sticky
             .as_ref()
-            .map(|s| StickyIds::new(s, &config.name, &backends));
+            .map(|s| StickyIds::new(s, &config.name, &backends, &draining));
         Upstream {
             name: config.name.clone(),
             balance: config.balance,
@@ -167,6 +198,7 @@ impl Upstream {
                 && backends.len() > LoadTree::MIN_BACKENDS)
                 .then(|| Arc::new(LoadTree::new(&backends))),
             backends,
+            draining,
             balancer,
             health_check: config.health_check.clone().map(Arc::new),
             passive: config.passive,
@@ -203,8 +235,19 @@ impl Upstream {
         self.retries
     }
 
+    /// The backends requests may be sent to, by the index selection uses.
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    /// The backends drained on the admin port: no new request goes to them.
+    pub fn draining(&self) -> &[Backend] {
+        &self.draining
+    }
+
+    /// Every backend it lists: those that take requests, then the drained.
+    pub fn listed(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.iter().chain(&self.draining)
     }
 
     pub fn health_check(&self) -> Option<&Arc<HealthCheck>> {

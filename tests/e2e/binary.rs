@@ -138,6 +138,20 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     })
     .await;
     signal(&running, "-TERM");
+    // The admin connection opened before the drain still answers, and
+    // `/status` says what the drain waits for.
+    let status = format!("http://{}/status", config.admin);
+    let drain = eventually("/status to show the drain", || async {
+        let text = http.get(&status).send().await.ok()?.text().await.ok()?;
+        let s: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(s["drain"].clone()).filter(|d| d["draining"] == true)
+    })
+    .await;
+    assert_eq!(
+        (drain["requests"].as_u64(), drain["tunnels"].as_u64()),
+        (Some(1), Some(0)),
+        "{drain}"
+    );
     // Let it be answered well inside the grace period.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod affinity;
 mod affinity_config;
+mod backend_drain;
 mod backends;
 mod balancing;
 mod binary;

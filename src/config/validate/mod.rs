@@ -1,7 +1,7 @@
 //! Turns the file mirror into a [`Config`], checking everything once. Each
 //! check that fails names the place in the file and the fix. The server
-//! and admin sections and the shared checks are here; upstreams in
-//! `upstream.rs`, routes in `routes.rs`.
+//! section and the shared checks are here; the admin section in
+//! `admin.rs`, upstreams in `upstream.rs`, routes in `routes.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::file::{FileConfig, ServerSection};
 use super::*;
 
+mod admin;
 mod affinity;
 mod discovery;
 mod health;
@@ -56,7 +57,7 @@ pub(super) fn validate(
     let (server, default_name) = src.server(file.server.unwrap_or_default())?;
     let mut data = server.listen.clone();
     data.extend(server.tls.iter().flat_map(|t| t.listen.iter().copied()));
-    let admin = src.admin(file.admin.unwrap_or_default().listen, &data)?;
+    let admin = src.admin(file.admin.unwrap_or_default(), &data)?;
     let resolver = src.resolver(file.resolver)?;
     if file.upstreams.is_empty() {
         return Err(src.error(0..0, ErrorKind::NoUpstreams));
@@ -230,21 +231,6 @@ impl Source<'_> {
             };
             self.error(value.span(), kind)
         })
-    }
-
-    fn admin(
-        &self,
-        listen: Option<Spanned<String>>,
-        data: &[SocketAddr],
-    ) -> Result<AdminConfig, Box<ConfigError>> {
-        let (addr, span) = match &listen {
-            None => (DEFAULT_ADMIN_LISTEN.parse().expect("parses"), 0..0),
-            Some(l) => (self.listen_address(l)?, l.span()),
-        };
-        if data.iter().any(|d| overlaps(*d, addr)) {
-            return Err(self.error(span, ErrorKind::AdminOnDataAddress(addr.to_string())));
-        }
-        Ok(AdminConfig { listen: addr })
     }
 
     /// `value` must be one of `valid`; returns it.

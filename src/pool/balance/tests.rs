@@ -16,6 +16,7 @@ pub(super) fn backends(weights: &[u32]) -> Vec<Backend> {
             )),
             weight,
             name: None,
+            drained: None,
         })
         .collect()
 }

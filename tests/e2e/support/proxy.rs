@@ -49,10 +49,16 @@ impl TestProxy {
 
     /// Like [`start`](Self::start), with `server` lines added to `[server]`.
     pub async fn start_with(server: &str, upstreams: &str) -> TestProxy {
+        Self::start_with_admin(server, "", upstreams).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with `admin` lines added to
+    /// `[admin]`.
+    pub async fn start_with_admin(server: &str, admin_lines: &str, upstreams: &str) -> TestProxy {
         let (addr, admin) = (super::closed_port(), super::closed_port());
         let head = format!(
             "[server]\nlisten = [\"{addr}\"]\nthreads = 2\ngrace_period = \"0s\"\n{server}\
-             [admin]\nlisten = \"{admin}\"\n"
+             [admin]\nlisten = \"{admin}\"\n{admin_lines}"
         );
         let dir = super::temp_dir("proxy");
         let path = dir.join("proxy.toml");

@@ -1,5 +1,6 @@
 //! The command line: `switchyard [--config F]` runs, `switchyard check`
-//! validates. Pingora's own `Opt` is built from these flags explicitly, never
+//! validates, `switchyard drain` drains a backend of a running instance
+//! (`drain.rs`). Pingora's own `Opt` is built from these flags explicitly, never
 //! parsed from argv by Pingora.
 
 use std::fmt::Write;
@@ -11,6 +12,8 @@ use pingora::server::configuration::Opt;
 
 use crate::config::{Config, Probe, UpstreamConfig};
 use crate::tls::{CertError, EXPIRY_WARNING};
+
+mod drain;
 
 /// `switchyard --version`: the crate's version, and the commit it was
 /// built from when the build could ask git.
@@ -60,6 +63,30 @@ pub enum Command {
     },
     /// Print the manual page (roff): `switchyard man > switchyard.1`.
     Man,
+    /// Drain a backend of a running instance through its admin port: no new
+    /// requests go to it, those in flight finish. With `--wait`, return once
+    /// nothing is left on it: `switchyard drain app 127.0.0.1:3001 --wait`.
+    Drain(drain::DrainArgs),
+    /// Take a drained backend back: `switchyard undrain app 127.0.0.1:3001`.
+    Undrain(drain::Target),
+}
+
+/// Runs `drain` or `undrain`, which talk to a running instance and need no
+/// config; `None` for any other command.
+pub fn run_admin_command(command: &Option<Command>) -> Option<std::process::ExitCode> {
+    let mut out = std::io::stdout();
+    let done = match command {
+        Some(Command::Drain(args)) => drain::drain(args, &mut out),
+        Some(Command::Undrain(target)) => drain::undrain(target, &mut out),
+        _ => return None,
+    };
+    Some(match done {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    })
 }
 
 /// Writes what `completions` or `man` asks for; `false` for any other
