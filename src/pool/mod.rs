@@ -8,6 +8,7 @@ mod budget;
 mod build;
 mod hash;
 pub mod health;
+pub mod keepalive;
 pub mod latency;
 mod least;
 mod outcome;
