@@ -324,6 +324,7 @@ fn backend_status(
         "consecutive_request_failures": h.failures_in_row,
         "passed_over_until": h.passed_over_until.map(|t| rfc3339(health::wall_clock(t, now))),
         "in_flight": s.in_flight(),
+        "keepalive_announced_s": s.pooling().announced,
         "base_latency_ms": latency_ms,
         "held_back": held_back,
         "latency_ewma_ms": (u.balance() == Balance::LeastLatency).then(|| {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::health::Health;
+use super::keepalive::{Grouping, Pooling};
 use super::latency::Latency;
 use super::least::LoadTree;
 use super::p2c::PeakEwma;
@@ -33,14 +34,11 @@ pub struct BackendState {
     /// This backend's metric series, looked up on its first response
     /// rather than by label on every one.
     pub(crate) series: OnceLock<BackendSeries>,
-    /// Which of the proxy's pooled connections may carry its requests; see
-    /// [`retire`](Self::retire).
-    connections: AtomicU64,
+    /// Which of the proxy's pooled connections may carry its requests, and
+    /// how long they may idle; see [`retire`](Self::retire) and
+    /// [`announce_keepalive`](Self::announce_keepalive).
+    pooling: Pooling,
 }
-
-/// Source of [`BackendState::connection_group`]s: every state, and every
-/// retirement, takes one that no other ever had.
-static CONNECTION_GROUPS: AtomicU64 = AtomicU64::new(1);
 
 impl BackendState {
     /// A new backend with nothing in flight, of an upstream of its own.
@@ -67,15 +65,31 @@ impl BackendState {
             latency: Latency::default(),
             ewma: PeakEwma::default(),
             series: OnceLock::new(),
-            connections: AtomicU64::new(CONNECTION_GROUPS.fetch_add(1, Ordering::Relaxed)),
+            pooling: Pooling::default(),
         }
     }
 
     /// Part of the key of the pooled connections its requests use (in the
     /// peer's `group_key`): unique to this state, and changed by
-    /// [`retire`](Self::retire).
+    /// [`retire`](Self::retire) and by a shorter keep-alive announced.
     pub fn connection_group(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
+        self.pooling.get().group
+    }
+
+    /// Its connection group and the shortest keep-alive it announced (in
+    /// seconds), read together: a peer built from them never pairs a
+    /// group with a timeout longer than its connections may idle.
+    pub fn pooling(&self) -> Grouping {
+        self.pooling.get()
+    }
+
+    /// The backend answered with `Keep-Alive: timeout=seconds`: a shorter
+    /// one than before is kept, and moves it to a new connection group,
+    /// so that no connection pooled under a longer idle timeout is lent
+    /// again (see [`keepalive`](super::keepalive)). Returns whether it
+    /// moved.
+    pub fn announce_keepalive(&self, seconds: u64) -> bool {
+        self.pooling.announce(seconds)
     }
 
     /// No snapshot lists it any more. Pingora offers no way to close the
@@ -86,8 +100,7 @@ impl BackendState {
     /// old idle ones close at `idle_timeout`, or when the server closes
     /// them, whichever is first.
     pub fn retire(&self) {
-        let group = CONNECTION_GROUPS.fetch_add(1, Ordering::Relaxed);
-        self.connections.store(group, Ordering::Relaxed);
+        self.pooling.retire();
     }
 
     /// The address as written in the config.

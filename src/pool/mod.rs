@@ -9,6 +9,7 @@ mod build;
 mod drains;
 mod hash;
 pub mod health;
+pub mod keepalive;
 pub mod latency;
 mod least;
 mod outcome;

@@ -33,7 +33,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::config::{Balance, Outcome};
 use crate::drain::Draining;
 use crate::metrics::{ClientTimeout, Metrics};
-use crate::pool::{health, Pool};
+use crate::pool::{health, keepalive, Pool};
 
 pub use ctx::RequestCtx;
 pub use grpc::status_name as grpc_status_name;
@@ -186,6 +186,7 @@ impl ProxyHttp for Proxy {
             let why = "101 Switching Protocols to a request without Upgrade";
             return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_up());
         }
+        note_keepalive(upstream_response, ctx);
         // How long the backend took to answer, for least-connections. An
         // informational head (100, 103) is not the answer, and a 5xx is no
         // measure of speed: a backend failing fast must not look like the
@@ -332,6 +333,32 @@ impl ProxyHttp for Proxy {
             self.metrics
                 .observe_response(upstream.name(), backend, resp.status, seconds);
         }
+    }
+}
+
+/// Remembers the keep-alive an HTTP/1.1 backend announces, so that its
+/// pooled connections stop being lent before it closes them (see
+/// [`keepalive`](crate::pool::keepalive)).
+fn note_keepalive(response: &ResponseHeader, ctx: &RequestCtx) {
+    let (Some(upstream), Some((_, lease))) = (&ctx.upstream, &ctx.attempt) else {
+        return;
+    };
+    if upstream.peer_template().http2() {
+        return;
+    }
+    let values = response.headers.get_all("keep-alive").into_iter();
+    let Some(seconds) = keepalive::announced_timeout(values.map(|v| v.as_bytes())) else {
+        return;
+    };
+    let backend = lease.backend();
+    if backend.announce_keepalive(seconds) {
+        let idle = keepalive::pooled_idle_timeout(upstream.timeouts().idle, Some(seconds));
+        log::info!(
+            "backend {}/{} announces a keep-alive of {seconds}s: its pooled connections \
+             idle at most {idle:?}",
+            upstream.name(),
+            backend.address(),
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use pingora::protocols::ALPN;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
 use crate::config::{Protocol, Timeouts, UpstreamConfig};
-use crate::pool::BackendState;
+use crate::pool::{keepalive, BackendState};
 
 /// What every peer of one upstream shares.
 pub struct PeerTemplate {
@@ -99,20 +99,25 @@ impl PeerTemplate {
     /// The peer for `backend`, with `timeouts`. Its pooled connections
     /// are its own: keyed by its connection group as well as by how it is
     /// reached, so those of a backend no snapshot lists any more are never
-    /// lent to whoever has its address next.
+    /// lent to whoever has its address next. They idle for `idle_timeout`,
+    /// or less if an HTTP/1.1 backend announced a shorter keep-alive (see
+    /// [`keepalive`]); the group changes with the announcement, so the
+    /// connections pooled under a longer timeout are never lent again.
     pub fn peer(&self, backend: &BackendState, timeouts: &Timeouts) -> HttpPeer {
+        let pooling = backend.pooling();
         let mut peer = self.bare(backend.address(), backend.socket_addr());
         // Odd multiplier: distinct groups give distinct keys.
-        peer.group_key = self.group_key.wrapping_add(
-            backend
-                .connection_group()
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        peer.group_key = self
+            .group_key
+            .wrapping_add(pooling.group.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // HTTP/2 has no Keep-Alive header: what the backend said while the
+        // upstream spoke HTTP/1.1 (before a reload) does not apply.
+        let announced = pooling.announced.filter(|_| !self.http2());
         let o = &mut peer.options;
         o.connection_timeout = Some(timeouts.connect);
         o.read_timeout = Some(timeouts.read);
         o.write_timeout = Some(timeouts.write);
-        o.idle_timeout = Some(timeouts.idle);
+        o.idle_timeout = Some(keepalive::pooled_idle_timeout(timeouts.idle, announced));
         peer
     }
 
@@ -204,5 +209,43 @@ mod tests {
         let health = crate::pool::health::Health::new(true, 0);
         let other = BackendState::new("127.0.0.1:3001".into(), u.backends[0].socket_addr, health);
         assert_ne!(template.peer(&other, &u.timeouts).reuse_hash(), first);
+    }
+
+    /// A template for `protocol` and a backend of it.
+    fn keepalive_case(protocol: &str) -> (PeerTemplate, BackendState, Timeouts) {
+        let text = format!(
+            "[upstreams.app]\nprotocol = \"{protocol}\"\nidle_timeout = \"30s\"\n\
+             backends = [\"127.0.0.1:3001\"]\n"
+        );
+        let config = crate::config::parse_offline(std::path::Path::new("t.toml"), &text).unwrap();
+        let u = &config.upstreams[0];
+        let health = crate::pool::health::Health::new(true, 0);
+        let b = BackendState::new("127.0.0.1:3001".into(), u.backends[0].socket_addr, health);
+        (PeerTemplate::new(u), b, u.timeouts)
+    }
+
+    #[test]
+    fn keepalive_a_shorter_announcement_shortens_idling_and_regroups() {
+        use pingora::upstreams::peer::Peer;
+        let (template, b, timeouts) = keepalive_case("http1");
+        let before = template.peer(&b, &timeouts);
+        assert_eq!(before.idle_timeout(), Some(Duration::from_secs(30)));
+        b.announce_keepalive(5);
+        let five = template.peer(&b, &timeouts);
+        assert_eq!(five.idle_timeout(), Some(Duration::from_secs(4)));
+        assert_ne!(five.reuse_hash(), before.reuse_hash(), "pooled at 30 s");
+        b.announce_keepalive(60);
+        let again = template.peer(&b, &timeouts);
+        assert_eq!(again.idle_timeout(), Some(Duration::from_secs(4)));
+        assert_eq!(again.reuse_hash(), five.reuse_hash());
+    }
+
+    #[test]
+    fn keepalive_announcements_do_not_apply_to_http2() {
+        use pingora::upstreams::peer::Peer;
+        let (template, b, timeouts) = keepalive_case("http2");
+        b.announce_keepalive(5);
+        let peer = template.peer(&b, &timeouts);
+        assert_eq!(peer.idle_timeout(), Some(Duration::from_secs(30)));
     }
 }

@@ -24,6 +24,7 @@ mod h2;
 mod h2_abuse;
 mod headers;
 mod health;
+mod keepalive;
 mod leaks;
 mod limits;
 mod observability;

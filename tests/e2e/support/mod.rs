@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod announcing;
 pub mod backend;
 pub mod binary;
 pub mod dns;

@@ -72,17 +72,21 @@ impl RawBackend {
 /// Whether `request` holds a whole head and the body its `Content-Length`
 /// declares.
 fn complete(request: &[u8]) -> bool {
-    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&request[..end]);
+    request_len(request).is_some()
+}
+
+/// The length of the whole request at the start of `buf` (its head and
+/// the body its `Content-Length` declares), once it has all arrived.
+pub fn request_len(buf: &[u8]) -> Option<usize> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]);
     let length = head
         .lines()
         .filter_map(|l| l.split_once(':'))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse::<usize>().ok())
         .unwrap_or(0);
-    request.len() >= end + 4 + length
+    (buf.len() >= end + 4 + length).then_some(end + 4 + length)
 }
 
 impl Drop for RawBackend {
