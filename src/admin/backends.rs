@@ -10,19 +10,24 @@ use serde_json::{json, Value};
 
 use super::{json_response, percent_decode, rfc3339, text};
 use crate::metrics::Metrics;
-use crate::pool::{DrainError, DrainProgress, Pool};
+use crate::pool::{BackendState, DrainProgress, Pool};
 
 /// What a path under `/upstreams/` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BackendPath {
+    /// The upstream's name, decoded.
     pub upstream: String,
+    /// The backend's address, decoded: as written, or as it resolved.
     pub backend: String,
     pub action: Action,
 }
 
+/// The last segment of the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
+    /// `drain`: `POST` drains, `GET` reports.
     Drain,
+    /// `undrain`: `POST` takes the backend back.
     Undrain,
 }
 
@@ -73,54 +78,59 @@ pub(super) fn handle(
 ) -> Response<Vec<u8>> {
     let (u, b) = (path.upstream.as_str(), path.backend.as_str());
     let done = match (path.action, method == Method::GET) {
-        (Action::Drain, true) => {
-            let snapshot = pool.snapshot();
-            let found = snapshot.find_backend(u, b);
-            found.map(|b| b.state.address().to_string())
-        }
+        (Action::Drain, true) => Ok(b.to_string()),
         (Action::Drain, false) => pool.drain(u, b),
         (Action::Undrain, _) => pool.undrain(u, b),
     };
     let address = match done {
         Ok(address) => address,
-        Err(e @ (DrainError::NoUpstream(_) | DrainError::NoBackend { .. })) => {
-            // A GET for a drained address the upstream no longer lists
-            // still has an answer: nothing of it is left here.
-            match pool.drained_since(u, b) {
-                Some(since) if method == Method::GET => {
-                    let progress = DrainProgress::new(u, b, Some(since), 0, 0);
-                    return json_response(StatusCode::OK, &to_json(&progress, false));
-                }
-                _ => return text(StatusCode::NOT_FOUND, format!("{e}\n")),
-            }
-        }
+        Err(e) => return text(StatusCode::NOT_FOUND, format!("{e}\n")),
     };
     match progress(pool, metrics, u, &address) {
-        Some(p) => json_response(StatusCode::OK, &to_json(&p, true)),
-        // Undrained after leaving the config: nothing of it to show.
-        None => {
+        Some((p, listed)) => json_response(StatusCode::OK, &to_json(&p, listed)),
+        // Undrained after leaving the config: nothing of it is left here.
+        None if path.action == Action::Undrain => {
             let p = DrainProgress::new(u, &address, None, 0, 0);
             json_response(StatusCode::OK, &to_json(&p, false))
+        }
+        None => {
+            let snapshot = pool.snapshot();
+            let why = match snapshot.find_backend(u, &address) {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("upstream {u} changed meanwhile"),
+            };
+            text(StatusCode::NOT_FOUND, format!("{why}\n"))
         }
     }
 }
 
 /// Where the drain of `backend` of `upstream` stands in the current
-/// snapshot; `None` if that does not list it.
+/// snapshot, and whether that lists it (a drained address the file or DNS
+/// dropped is not, but what is still in flight on it counts); `None` if
+/// the upstream neither lists it nor has it drained.
 pub fn progress(
     pool: &Pool,
     metrics: &Metrics,
     upstream: &str,
     backend: &str,
-) -> Option<DrainProgress> {
+) -> Option<(DrainProgress, bool)> {
     let snapshot = pool.snapshot();
-    let b = snapshot.find_backend(upstream, backend).ok()?;
-    let address = b.state.address();
-    let tunnels = metrics.tunnels_open_to(upstream, address);
-    let in_flight = b.state.in_flight() as u64;
-    Some(DrainProgress::new(
-        upstream, address, b.drained, in_flight, tunnels,
-    ))
+    let left = |state: &BackendState| {
+        let tunnels = metrics.tunnels_open_to(upstream, state.address());
+        (state.left_in_flight() as u64, tunnels)
+    };
+    if let Ok(b) = snapshot.find_backend(upstream, backend) {
+        let (in_flight, tunnels) = left(&b.state);
+        let address = b.state.address();
+        let p = DrainProgress::new(upstream, address, b.drained, in_flight, tunnels);
+        return Some((p, true));
+    }
+    let u = snapshot.upstream_named(upstream)?;
+    let (address, since) = u.drained_unlisted().iter().find(|(a, _)| a == backend)?;
+    let state = pool.live_state(upstream, address);
+    let (in_flight, tunnels) = state.as_deref().map_or((0, 0), left);
+    let p = DrainProgress::new(upstream, address, Some(*since), in_flight, tunnels);
+    Some((p, false))
 }
 
 /// The JSON answer: `listed` is whether the upstream still lists it.

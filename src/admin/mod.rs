@@ -67,6 +67,14 @@ impl Admin {
         }
     }
 
+    /// Whether a request that changes something may: there is no
+    /// `[admin] token`, or `authorization` carries it.
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let snapshot = self.pool.snapshot();
+        let token = snapshot.config.admin.token.as_deref();
+        token.is_none_or(|token| bearer_matches(authorization, token))
+    }
+
     /// The answer for `method path?query`, with the request's
     /// `Authorization` header if it had one; independent of the transport.
     pub async fn handle(
@@ -95,13 +103,8 @@ impl Admin {
             }
             return r;
         }
-        if method == Method::POST {
-            let snapshot = self.pool.snapshot();
-            if let Some(token) = &snapshot.config.admin.token {
-                if !bearer_matches(authorization, token) {
-                    return unauthorized();
-                }
-            }
+        if method == Method::POST && !self.authorized(authorization) {
+            return unauthorized();
         }
         if let Some(b) = &backend {
             return backends::handle(&self.pool, &self.metrics, method, b);
@@ -187,12 +190,15 @@ fn readiness(snapshot: &Snapshot, board: &Board) -> Response<Vec<u8>> {
     text(StatusCode::SERVICE_UNAVAILABLE, reason)
 }
 
-/// Whether `authorization` is `Bearer TOKEN` with this token, compared in
-/// time independent of where the two differ.
+/// Whether `authorization` is `Bearer TOKEN` (the scheme in any case)
+/// with this token, compared in time independent of where the two differ.
 fn bearer_matches(authorization: Option<&[u8]>, token: &str) -> bool {
-    let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+    let Some((scheme, given)) = authorization.and_then(|a| a.split_at_checked(7)) else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
     let token = token.as_bytes();
     let differ = given
         .iter()

@@ -166,6 +166,11 @@ pub(super) fn upstream_status(u: &Upstream, metrics: &Metrics) -> Value {
             "no backend is healthy: traffic goes to the least bad ones (ejected before failing checks)",
         ),
         "backends": backends,
+        "drained_unlisted": u.drained_unlisted().iter().map(|(address, since)| json!({
+            "address": address,
+            "draining_since": rfc3339(*since),
+            "why": "drained on the admin port, then dropped by the file or DNS: comes back drained if listed again",
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -198,7 +203,7 @@ fn check_settings(c: &HealthCheck) -> Value {
 fn drained_status(v: &mut Value, u: &Upstream, b: &Backend, metrics: &Metrics) {
     let address = b.state.address();
     let tunnels = metrics.tunnels_open_to(u.name(), address);
-    let in_flight = b.state.in_flight() as u64;
+    let in_flight = b.state.left_in_flight() as u64;
     let p = DrainProgress::new(u.name(), address, b.drained, in_flight, tunnels);
     let since = p.since.map(rfc3339).unwrap_or_default();
     let health = v["state"].as_str().unwrap_or_default().to_string();

@@ -125,13 +125,24 @@ impl Target {
     /// One HTTP/1.1 request on a connection of its own: status and body.
     fn request(&self, method: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
         let fail = |e: std::io::Error| format!("admin {}: {e}", self.admin);
-        let addr = self
-            .admin
-            .to_socket_addrs()
-            .map_err(fail)?
-            .next()
-            .ok_or_else(|| format!("admin {}: no address", self.admin))?;
-        let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).map_err(fail)?;
+        // Each address the name has, in turn (`localhost` may be `::1`
+        // first, and the admin port on 127.0.0.1 only).
+        let mut last = None;
+        let mut connected = None;
+        for addr in self.admin.to_socket_addrs().map_err(fail)? {
+            match TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT) {
+                Ok(s) => {
+                    connected = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut stream = match (connected, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) => return Err(fail(e)),
+            (None, None) => return Err(format!("admin {}: no address", self.admin)),
+        };
         stream
             .set_read_timeout(Some(REQUEST_TIMEOUT))
             .map_err(fail)?;
@@ -155,12 +166,28 @@ impl Target {
     }
 }
 
-/// The status and body of a whole HTTP/1.1 response read to its end.
+/// The status and body of a whole HTTP/1.1 response read to its end: the
+/// body is `Content-Length` long (the admin port always sends it), or what
+/// follows the head if it has none; a chunked answer is not one.
 fn parse_response(answer: &[u8]) -> Option<(u16, Vec<u8>)> {
     let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&answer[..end]).ok()?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, answer[end + 4..].to_vec()))
+    let field = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    };
+    if field("transfer-encoding").is_some() {
+        return None;
+    }
+    let body = &answer[end + 4..];
+    let len = match field("content-length") {
+        Some(n) => n.parse().ok().filter(|&n| n <= body.len())?,
+        None => body.len(),
+    };
+    Some((status, body[..len].to_vec()))
 }
 
 /// Percent-encodes what may not stand as written in a path segment.
@@ -187,6 +214,12 @@ mod tests {
         let answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n";
         assert_eq!(parse_response(answer), Some((404, b"no\n".to_vec())));
         assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n"), None);
+        let longer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}junk";
+        assert_eq!(parse_response(longer), Some((200, b"{}".to_vec())));
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}";
+        assert_eq!(parse_response(short), None);
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked), None);
         let state = serde_json::json!({
             "state": "draining", "upstream": "app", "backend": "127.0.0.1:3001",
             "in_flight": 3, "tunnels": 1,

@@ -2,7 +2,7 @@
 //! and counters, shared by every snapshot that lists the backend.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::health::Health;
@@ -38,6 +38,10 @@ pub struct BackendState {
     /// how long they may idle; see [`retire`](Self::retire) and
     /// [`announce_keepalive`](Self::announce_keepalive).
     pooling: Pooling,
+    /// Whether the current snapshot lists it as drained: set by the pool
+    /// right after it stores each snapshot, from that snapshot. See
+    /// [`is_drained`](Self::is_drained).
+    drained: AtomicBool,
 }
 
 impl BackendState {
@@ -66,7 +70,29 @@ impl BackendState {
             ewma: PeakEwma::default(),
             series: OnceLock::new(),
             pooling: Pooling::default(),
+            drained: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the current snapshot has it drained. A request routed in
+    /// an older snapshot reads this after taking its lease: then either it
+    /// sees the drain (and picks again in the current snapshot), or the
+    /// drain's count of what is left sees its lease ([`left_in_flight`]
+    /// (Self::left_in_flight)); both sides use sequentially consistent
+    /// order, so never neither.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::SeqCst)
+    }
+
+    /// Called by the pool only, from the snapshot it has just stored.
+    pub(super) fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::SeqCst);
+    }
+
+    /// Requests in flight, read after [`is_drained`](Self::is_drained)'s
+    /// flag was set: what a drain still waits for.
+    pub fn left_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Part of the key of the pooled connections its requests use (in the
@@ -152,7 +178,8 @@ impl BackendState {
     /// Counts one request in flight, sent at `now` (see
     /// [`health::now`](super::health::now)), until the lease is dropped.
     pub fn lease(self: &Arc<Self>, now: u64) -> Lease {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // Ordered before the lease's check of `drained`.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.leased(now)
     }
 
@@ -161,7 +188,7 @@ impl BackendState {
     /// requests can both take the last slot.
     pub fn try_lease(self: &Arc<Self>, bound: usize, now: u64) -> Option<Lease> {
         self.in_flight
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| {
                 (n < bound).then_some(n + 1)
             })
             .ok()?;

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::{Backend, Pool, Snapshot};
+use std::sync::Arc;
+
+use super::{Backend, BackendState, Pool, Snapshot};
 
 /// The drain marks: by upstream, then by backend address (as the backend's
 /// state names it: `ip:port` as written, or as DNS gave it).
@@ -42,6 +44,19 @@ impl Drains {
     /// Since when `address` of `upstream` is drained, if it is.
     pub(super) fn since(&self, upstream: &str, address: &str) -> Option<SystemTime> {
         self.marks.get(upstream)?.get(address).copied()
+    }
+
+    /// The marks of `upstream`: address and since when, in address order.
+    pub(super) fn of(&self, upstream: &str) -> Vec<(String, SystemTime)> {
+        let mut marks: Vec<_> = self
+            .marks
+            .get(upstream)
+            .into_iter()
+            .flatten()
+            .map(|(a, t)| (a.clone(), *t))
+            .collect();
+        marks.sort();
+        marks
     }
 
     /// Keeps only the marks of upstreams `keep` says still exist. A mark of
@@ -82,16 +97,21 @@ impl Pool {
     /// Drains `backend` of `upstream`: the next snapshot, and every one
     /// after it until [`undrain`](Self::undrain), chooses it for nothing
     /// (sticky cookies and hash keys that name it included); what is in
-    /// flight on it finishes. Its address as the pool names it.
+    /// flight on it finishes. Its address as the pool names it. An address
+    /// drained before and no longer listed stays so.
     pub fn drain(&self, upstream: &str, backend: &str) -> Result<String, DrainError> {
         let mut builder = self.builder();
         let snapshot = self.snapshot();
-        let address = snapshot.find_backend(upstream, backend)?.state.address();
-        if builder.drains.since(upstream, address).is_none() {
-            builder.drains.mark(upstream, address);
+        let address = match snapshot.find_backend(upstream, backend) {
+            Ok(b) => b.state.address().to_string(),
+            Err(e) if builder.drains.since(upstream, backend).is_none() => return Err(e),
+            Err(_) => return Ok(backend.to_string()),
+        };
+        if builder.drains.since(upstream, &address).is_none() {
+            builder.drains.mark(upstream, &address);
             self.rebuild(&mut builder);
         }
-        Ok(address.to_string())
+        Ok(address)
     }
 
     /// Takes `backend` of `upstream` back: the next snapshot chooses it
@@ -111,9 +131,10 @@ impl Pool {
         Ok(address)
     }
 
-    /// Since when `backend` of `upstream` is drained, listed or not.
-    pub fn drained_since(&self, upstream: &str, backend: &str) -> Option<SystemTime> {
-        self.builder().drains.since(upstream, backend)
+    /// The state of `backend` of `upstream` if it still exists, listed or
+    /// not (a request in flight keeps it).
+    pub fn live_state(&self, upstream: &str, backend: &str) -> Option<Arc<BackendState>> {
+        self.builder().registry.live(upstream, backend)
     }
 }
 
@@ -184,6 +205,10 @@ mod tests {
         assert!(d.marks.is_empty());
     }
 
+    fn since(p: &Pool, address: &str) -> Option<SystemTime> {
+        p.builder().drains.since("app", address)
+    }
+
     fn pool(text: &str) -> Pool {
         Pool::new(crate::config::parse_offline(std::path::Path::new("t.toml"), text).unwrap())
     }
@@ -219,12 +244,12 @@ mod tests {
             let hashed = balance.contains("consistent");
             assert_eq!(chosen(&p, hashed).len(), 3, "{balance}");
             assert_eq!(p.drain("app", "127.0.0.1:3002").unwrap(), "127.0.0.1:3002");
-            let since = p.drained_since("app", "127.0.0.1:3002").unwrap();
+            let first = since(&p, "127.0.0.1:3002").unwrap();
             assert_eq!(chosen(&p, hashed), [3001, 3003].into(), "{balance}");
             // Draining again keeps the first time; a reload keeps the mark.
             p.drain("app", "127.0.0.1:3002").unwrap();
             p.install(crate::config::parse_offline(std::path::Path::new("t.toml"), &text).unwrap());
-            assert_eq!(p.drained_since("app", "127.0.0.1:3002"), Some(since));
+            assert_eq!(since(&p, "127.0.0.1:3002"), Some(first));
             assert_eq!(chosen(&p, hashed), [3001, 3003].into(), "{balance}");
             let snapshot = p.snapshot();
             let u = snapshot.default_upstream().unwrap();
@@ -264,7 +289,7 @@ mod tests {
         let cfg =
             |t: &str| crate::config::parse_offline(std::path::Path::new("t.toml"), t).unwrap();
         p.install(cfg(one));
-        assert!(p.drained_since("app", "127.0.0.1:3001").is_some());
+        assert!(since(&p, "127.0.0.1:3001").is_some());
         p.install(cfg(
             "[upstreams.app]\nbackends = [\"127.0.0.1:3002\", \"127.0.0.1:3001\"]\n",
         ));
@@ -272,7 +297,7 @@ mod tests {
         // An upstream that leaves takes its marks with it.
         p.install(cfg("[upstreams.other]\nbackends = [\"127.0.0.1:3001\"]\n"));
         p.install(cfg("[upstreams.app]\nbackends = [\"127.0.0.1:3001\"]\n"));
-        assert_eq!(p.drained_since("app", "127.0.0.1:3001"), None);
+        assert_eq!(since(&p, "127.0.0.1:3001"), None);
     }
 
     #[test]
@@ -307,6 +332,37 @@ mod tests {
         assert_eq!(taking, ["127.0.0.3:3000", "127.0.0.4:3000"]);
         assert_eq!(u.draining()[0].state.address(), "127.0.0.2:3000");
         assert_eq!(u.draining()[0].name.as_deref(), Some("app.test"));
+    }
+
+    #[test]
+    fn a_pick_in_the_snapshot_before_a_drain_sees_it_or_is_counted() {
+        let text = "[upstreams.app]\nbackends = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\n\
+                    [upstreams.app.sticky]\ncookie = \"sy\"\n";
+        let p = pool(text);
+        let old = p.snapshot();
+        let u = old.default_upstream().unwrap();
+        let id = u.sticky().unwrap().id(0).to_string();
+        p.drain("app", "127.0.0.1:3001").unwrap();
+        // Routed before the drain, a request may still pick the backend
+        // there; its lease then reads the drain, and the drain counts it.
+        let picks: Vec<_> = (0..2)
+            .map(|_| u.select(&[], Default::default()).unwrap())
+            .collect();
+        let (_, lease) = picks.iter().find(|(i, _)| *i == 0).unwrap();
+        assert!(lease.backend().is_drained());
+        assert_eq!(lease.backend().left_in_flight(), 1);
+        drop(picks);
+        // In the current snapshot the sticky id names no backend that takes
+        // requests, but a drained one.
+        let now = p.snapshot();
+        let sticky = now.default_upstream().unwrap().sticky().unwrap();
+        assert_eq!(sticky.backend(&id), None);
+        assert_eq!(sticky.drained_backend(&id), Some("127.0.0.1:3001"));
+        p.undrain("app", "127.0.0.1:3001").unwrap();
+        let now = p.snapshot();
+        assert!(!now.default_upstream().unwrap().backends()[0]
+            .state
+            .is_drained());
     }
 
     #[test]

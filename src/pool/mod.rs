@@ -155,6 +155,13 @@ impl Pool {
         let version = old.version + 1;
         let snapshot = Arc::new(builder.build(version, health::now()));
         self.current.store(Arc::clone(&snapshot));
+        // After the store: a request that sees the flag and picks again
+        // finds this snapshot or a later one.
+        for u in snapshot.upstreams() {
+            for b in u.listed() {
+                b.state.set_drained(b.drained.is_some());
+            }
+        }
         retire_dropped(&old, &snapshot);
         builder.registry.prune();
         self.versions.send_replace(version);

@@ -55,6 +55,12 @@ impl Registry {
         shared(&mut self.counters, upstream)
     }
 
+    /// The state of this backend, if it still exists.
+    pub(super) fn live(&self, upstream: &str, address: &str) -> Option<Arc<BackendState>> {
+        let key = (upstream.to_string(), address.to_string());
+        self.states.get(&key).and_then(Weak::upgrade)
+    }
+
     pub(super) fn is_live(&self, upstream: &str, address: &str) -> bool {
         let key = (upstream.to_string(), address.to_string());
         self.states.get(&key).is_some_and(|w| w.strong_count() > 0)

@@ -106,6 +106,9 @@ pub struct Upstream {
     /// Those drained on the admin port: listed (checked, counted, shown)
     /// but never chosen.
     pub(super) draining: Vec<Backend>,
+    /// Drain marks on addresses it no longer lists (the file or DNS dropped
+    /// them): they come back drained if listed again.
+    pub(super) drained_unlisted: Vec<(String, std::time::SystemTime)>,
     pub(super) balancer: Box<dyn Balancer>,
     /// Least-connections' index of the backends by load.
     pub(super) least: Option<Arc<LoadTree>>,
@@ -158,6 +161,8 @@ impl Upstream {
                 drained,
             });
         }
+        let mut drained_unlisted = drains.of(&config.name);
+        drained_unlisted.retain(|(a, _)| draining.iter().all(|b| b.state.address() != a));
         if config.health_check.is_none() {
             let now = health::now();
             for b in backends.iter().chain(&draining) {
@@ -199,6 +204,7 @@ impl Upstream {
                 .then(|| Arc::new(LoadTree::new(&backends))),
             backends,
             draining,
+            drained_unlisted,
             balancer,
             health_check: config.health_check.clone().map(Arc::new),
             passive: config.passive,
@@ -243,6 +249,11 @@ impl Upstream {
     /// The backends drained on the admin port: no new request goes to them.
     pub fn draining(&self) -> &[Backend] {
         &self.draining
+    }
+
+    /// Drain marks on addresses it no longer lists, with since when.
+    pub fn drained_unlisted(&self) -> &[(String, std::time::SystemTime)] {
+        &self.drained_unlisted
     }
 
     /// Every backend it lists: those that take requests, then the drained.

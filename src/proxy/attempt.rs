@@ -35,27 +35,9 @@ impl Proxy {
         } else {
             // A retry chooses from the pool as it is now: a reload since the
             // first attempt may have removed backends, or the upstream.
-            let Some(current) = self
-                .pool
-                .snapshot()
-                .upstream_named(upstream.name())
-                .cloned()
-            else {
-                let why = format!("upstream {} was removed by a reload", upstream.name());
-                return Err(Error::explain(ErrorType::HTTPStatus(503), why));
-            };
-            if !Arc::ptr_eq(&current, &upstream) {
-                ctx.tried = moved_tried(&upstream, &current, &ctx.tried);
-                // Indices of the old snapshot's backends mean nothing now.
-                ctx.hint.pinned = None;
-                ctx.upstream = Some(Arc::clone(&current));
-                upstream = current;
-            }
+            upstream = self.current_upstream(ctx)?;
         }
-        let Some((index, lease)) = upstream.select(&ctx.tried, ctx.hint) else {
-            let why = format!("upstream {} has no usable backend", upstream.name());
-            return Err(Error::explain(ErrorType::HTTPStatus(503), why));
-        };
+        let (upstream, index, lease) = self.pick(ctx, upstream)?;
         let mut peer = peer_for(&upstream, &lease);
         within_deadline(ctx, &mut peer)?;
         if !ctx.tried.is_empty() {
@@ -65,6 +47,56 @@ impl Proxy {
         ctx.tried.push(index);
         ctx.attempt = Some((index, lease));
         Ok(peer)
+    }
+
+    /// The upstream's pick for this attempt, leased, and the upstream it
+    /// was picked in. A pick that a drain
+    /// has just taken out (the request was routed in the snapshot before
+    /// it) is given back, and made again in the current snapshot; a drain
+    /// that saw nothing in flight on the backend so stays right. The third
+    /// pick stands: only an undrain racing the pick could get that far.
+    fn pick(
+        &self,
+        ctx: &mut RequestCtx,
+        mut upstream: Arc<Upstream>,
+    ) -> Result<(Arc<Upstream>, usize, Lease)> {
+        for round in 0..3 {
+            let Some((index, lease)) = upstream.select(&ctx.tried, ctx.hint) else {
+                let why = format!("upstream {} has no usable backend", upstream.name());
+                return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+            };
+            if round == 2 || !lease.backend().is_drained() {
+                return Ok((upstream, index, lease));
+            }
+            drop(lease);
+            upstream = self.current_upstream(ctx)?;
+        }
+        unreachable!("the third round returns")
+    }
+
+    /// The request's upstream in the current snapshot, made the request's
+    /// own, with the backends it tried named by their indices there.
+    fn current_upstream(&self, ctx: &mut RequestCtx) -> Result<Arc<Upstream>> {
+        let upstream = ctx
+            .upstream
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no upstream"))?;
+        let Some(current) = self
+            .pool
+            .snapshot()
+            .upstream_named(upstream.name())
+            .cloned()
+        else {
+            let why = format!("upstream {} was removed by a reload", upstream.name());
+            return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+        };
+        if !Arc::ptr_eq(&current, &upstream) {
+            ctx.tried = moved_tried(&upstream, &current, &ctx.tried);
+            // Indices of the old snapshot's backends mean nothing now.
+            ctx.hint.pinned = None;
+            ctx.upstream = Some(Arc::clone(&current));
+        }
+        Ok(current)
     }
 
     /// `fail_to_connect`: counts the refusal and decides on a retry.

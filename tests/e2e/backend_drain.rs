@@ -217,7 +217,12 @@ async fn a_drain_waits_for_tunnels_and_refuses_new_ones() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), 503, "every backend of app is drained");
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(
+        why.contains("every backend of upstream app is drained"),
+        "{why}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +264,21 @@ async fn the_token_guards_reload_and_drain_but_not_reads() {
         "{body}"
     );
     assert_eq!(proxy.backend(a.addr).await["state"], "drained");
+    let undrain = drain_path(a.addr, "undrain");
+    let (status, body, _) = admin(&proxy, post.clone(), &undrain, Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("active")),
+        "{body}"
+    );
+    // The scheme is a word in any case.
+    let r = client()
+        .post(proxy.admin_url(&drain))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // Wrong names and methods say so.
     let (status, body, _) = admin(
         &proxy,
@@ -289,79 +309,37 @@ async fn the_token_guards_reload_and_drain_but_not_reads() {
     );
 }
 
-/// `switchyard drain ... --wait` blocks, printing progress, until the
-/// request held at the backend is done; `undrain` takes it back; a wrong
-/// backend or a missing token fails with exit status 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_drain_command_waits_until_nothing_is_left() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let lines = format!("token = \"{TOKEN}\"\n");
-    let (proxy, a, b, held) = one_held_at_a(&lines).await;
-    let cli = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(args)
-            .args(["--admin", &proxy.admin.to_string()])
-            .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        cmd
+async fn a_drained_address_the_file_drops_stays_drained_and_shown() {
+    let a = TestBackend::start("a", Behavior::Name).await;
+    let b = TestBackend::start("b", Behavior::Name).await;
+    let proxy = TestProxy::start_app("", &[a.addr, b.addr]).await;
+    let state = on_drain(&proxy, reqwest::Method::POST, a.addr, "drain").await;
+    assert_eq!(state["state"], "drained", "nothing was in flight: {state}");
+    let write = |backends: &[SocketAddr]| {
+        let text = proxy.config_text(&app("", backends));
+        std::fs::write(&proxy.config, text).unwrap();
     };
-    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
-    let mut waiting = cli(&["drain", "app", &a_addr, "--wait", "--timeout", "60s"])
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(waiting.stdout.take().unwrap()).lines();
-    let first = out.next_line().await.unwrap().unwrap();
-    assert_eq!(
-        first,
-        format!("draining app {a_addr}: 1 requests, 0 tunnels left")
-    );
-    // The request is still held: the command cannot have finished.
-    assert!(
-        waiting.try_wait().unwrap().is_none(),
-        "returned while a request was in flight"
-    );
-    assert_eq!(a.held(), 1);
-    a.release_held();
-    assert_eq!(held.await.unwrap().0, 200);
-    let mut last = first;
-    while let Some(line) = out.next_line().await.unwrap() {
-        last = line;
+    write(&[b.addr]);
+    assert_eq!(proxy.reload().await.0, 200);
+    let status = proxy.status().await;
+    let unlisted = &status["upstreams"][0]["drained_unlisted"];
+    assert_eq!(unlisted[0]["address"], a.addr.to_string(), "{unlisted}");
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let state = on_drain(&proxy, method, a.addr, "drain").await;
+        assert_eq!(
+            (state["state"].as_str(), state["listed"].as_bool()),
+            (Some("drained"), Some(false))
+        );
     }
-    let status = waiting.wait().await.unwrap();
-    assert!(status.success(), "{status}");
-    assert!(
-        last.starts_with(&format!("drained app {a_addr} in ")),
-        "{last}"
-    );
-    assert!(last.ends_with("nothing left on it, safe to stop"), "{last}");
-
-    let out = cli(&["undrain", "app", &a_addr]).output().await.unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.trim(), format!("app {a_addr}: active, takes requests"));
-    assert_eq!(proxy.backend(a.addr).await["state"], "healthy");
-
-    let out = cli(&["drain", "app", "127.0.0.1:9"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("404: upstream app lists no backend 127.0.0.1:9"),
-        "{err}"
-    );
-    let out = cli(&["drain", "app", &b_addr])
-        .env_remove("SWITCHYARD_ADMIN_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(": 401: "),
-        "{out:?}"
-    );
-    assert_eq!(proxy.backend(b.addr).await["state"], "healthy");
+    // Listed again, it comes back drained.
+    write(&[a.addr, b.addr]);
+    assert_eq!(proxy.reload().await.0, 200);
+    assert_eq!(proxy.backend(a.addr).await["state"], "drained");
+    let http = client();
+    let before = a.received();
+    for _ in 0..10 {
+        assert_eq!(proxy.get(&http, "/").await, (200, "b".to_string()));
+    }
+    assert_eq!(a.received(), before);
 }

@@ -7,6 +7,7 @@ mod admin;
 mod affinity;
 mod affinity_config;
 mod backend_drain;
+mod backend_drain_cli;
 mod backends;
 mod balancing;
 mod binary;
