@@ -117,6 +117,8 @@ pub struct Reloader {
     /// not: a reload that failed for want of one of them is tried again
     /// when it appears.
     wanted: Mutex<Vec<PathBuf>>,
+    /// Those of them that did not exist when it was read.
+    missing: Mutex<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +148,7 @@ impl Reloader {
             }),
             attempts: tokio::sync::watch::Sender::new(0),
             wanted: Mutex::new(Vec::new()),
+            missing: Mutex::new(Vec::new()),
         }
     }
 
@@ -264,7 +267,16 @@ impl Reloader {
     /// Remembers the certificate files `new` names.
     fn want(&self, new: &Config) {
         let files = cert_files(new);
+        let missing = files.iter().filter(|f| !f.exists()).cloned().collect();
+        *self.missing.lock().unwrap_or_else(|e| e.into_inner()) = missing;
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+
+    /// Whether a file the last config read named, and that was not there
+    /// then, is there now: a reload would read it.
+    pub fn missing_file_appeared(&self) -> bool {
+        let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        missing.iter().any(|f| f.exists())
     }
 
     /// The files whose change calls for a reload: the config, and the

@@ -29,6 +29,12 @@ impl Triggers {
     fn files(&self) -> Vec<PathBuf> {
         self.reloader.watched_files()
     }
+
+    /// The last reload failed, and a file it missed is there now.
+    fn missed_a_file(&self) -> bool {
+        let (_, last) = self.reloader.status();
+        last.is_some_and(|a| !a.succeeded()) && self.reloader.missing_file_appeared()
+    }
 }
 
 /// Watches the directories of the files a reload reads, not the files:
@@ -94,7 +100,8 @@ impl Watch {
     /// anew every time, so one replaced since (a new directory at the
     /// path) is watched again. The config's must be watched; a
     /// certificate directory that cannot be is logged.
-    fn sync(&mut self, files: &[PathBuf]) -> notify::Result<()> {
+    /// Whether it watches a directory it did not before.
+    fn sync(&mut self, files: &[PathBuf]) -> notify::Result<bool> {
         let dirs: HashSet<PathBuf> = files.iter().map(|f| dir_of(f)).collect();
         for gone in self.dirs.difference(&dirs) {
             let _ = self.watcher.unwatch(gone);
@@ -113,10 +120,11 @@ impl Watch {
                 ),
             }
         }
+        let added = !watched.is_subset(&self.dirs);
         self.dirs = watched;
         let names = files.iter().filter_map(|f| f.file_name()).map(Into::into);
         *self.names.lock().unwrap_or_else(|e| e.into_inner()) = names.collect();
-        Ok(())
+        Ok(added)
     }
 }
 
@@ -133,7 +141,7 @@ impl BackgroundService for Triggers {
         let (tx, mut events) = mpsc::unbounded_channel();
         let mut watch = None;
         if self.watch {
-            let started = Watch::new(tx).and_then(|mut w| w.sync(&self.files()).map(|()| w));
+            let started = Watch::new(tx).and_then(|mut w| w.sync(&self.files()).map(|_| w));
             match started {
                 Ok(w) => watch = Some(w),
                 Err(e) => {
@@ -164,10 +172,16 @@ impl BackgroundService for Triggers {
                 }
                 // A reload from any trigger may have named other files.
                 Ok(()) = attempts.changed() => {
-                    if let Some(w) = watch.as_mut() {
-                        if let Err(e) = w.sync(&self.files()) {
-                            log::error!("cannot watch the config's directory any more: {e}");
+                    let Some(w) = watch.as_mut() else { continue };
+                    match w.sync(&self.files()) {
+                        // A file the failed attempt missed may have been
+                        // written before its directory was watched: then
+                        // no event will come for it, so look now.
+                        Ok(true) if self.missed_a_file() => {
+                            self.reloader.reload_async(Trigger::File).await;
                         }
+                        Ok(_) => {}
+                        Err(e) => log::error!("cannot watch the config's directory any more: {e}"),
                     }
                 }
                 event = events.recv(), if watching => {
