@@ -31,9 +31,10 @@
 
 mod guarded;
 mod h2;
+mod phase;
 mod sniff;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,8 @@ use tokio::sync::Notify;
 
 pub use guarded::Guarded;
 pub use h2::{h2_options, App, MAX_PENDING_RESETS, MAX_PROTOCOL_RESETS};
+pub use phase::{request_started, tunnel_started};
+use phase::{Phase, CONNECTION};
 use sniff::{Decision, Protocol};
 
 use crate::metrics::Metrics;
@@ -76,51 +79,6 @@ const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 /// so that closing it does not reset the connection before the client has
 /// read the answer.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
-
-tokio::task_local! {
-    /// The state of the connection whose task this is.
-    static CONNECTION: Arc<Phase>;
-}
-
-/// Marks the end of the current connection's request head: from here until
-/// the request ends, the connection has no deadline of its own.
-pub fn request_started() {
-    let _ = CONNECTION.try_with(|phase| phase.set(Phase::BUSY));
-}
-
-/// Marks the current connection as a tunnel (after a `101`): its writes
-/// have no send deadline either, since the tunnel's own idle timeout
-/// bounds a client that stops reading.
-pub fn tunnel_started() {
-    let _ = CONNECTION.try_with(|phase| phase.set(Phase::TUNNEL));
-}
-
-/// What a connection is waiting for, with a generation count in the upper
-/// bits so that every change is seen even if it returns to the same phase.
-/// Only the connection's own task touches it.
-#[derive(Debug)]
-struct Phase(AtomicU32);
-
-impl Phase {
-    /// Waiting for (the rest of) a request head.
-    const HEAD: u32 = 0;
-    /// Serving a request.
-    const BUSY: u32 = 1;
-    /// Kept alive, waiting for a request's first byte.
-    const IDLE: u32 = 2;
-    /// Carrying an upgraded connection: no deadline at all.
-    const TUNNEL: u32 = 3;
-    const MASK: u32 = 3;
-
-    fn load(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, phase: u32) {
-        let generation = (self.load() & !Self::MASK).wrapping_add(Self::MASK + 1);
-        self.0.store(generation | phase, Ordering::Relaxed);
-    }
-}
 
 /// The proxy application behind the connection cap and the client
 /// deadlines. It also drops idle connections a little after the listeners
@@ -315,7 +273,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
             Some(tls) => tls.accept(stream, header_timeout).await?,
             None => stream,
         };
-        let phase = Arc::new(Phase(AtomicU32::new(Phase::HEAD)));
+        let phase = Arc::new(Phase::new(Phase::HEAD));
         let mut guarded = Guarded::new(
             stream,
             Arc::clone(&phase),
