@@ -1,12 +1,13 @@
-//! The client stream with the connection's deadlines: see the module
-//! above for which applies when.
+//! The client stream with the connection's deadlines (see the module
+//! above for which applies when), and the framing checks of `framing.rs`
+//! on what it reads.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -14,6 +15,7 @@ use pingora::protocols::{Shutdown, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::framing::Reader;
 use super::Phase;
 use crate::config::ClientTimeouts;
 use crate::metrics::{ClientTimeout, Metrics};
@@ -45,8 +47,13 @@ pub struct Guarded {
     /// The read deadline passed: every read from now on ends the stream.
     expired: bool,
     /// Bytes already read from the client, to be read again first: the
-    /// HTTP/2 preface, read to tell the protocol.
+    /// HTTP/2 preface, read to tell the protocol, and what a read held
+    /// back for the next (past a request head or a chunked body's end).
     unread: BytesMut,
+    /// How much of what arrives may be read now, for the phase value
+    /// `reader_for`.
+    reader: Reader,
+    reader_for: u32,
 }
 
 mod delegate;
@@ -72,13 +79,24 @@ impl Guarded {
             head_begun: false,
             expired: false,
             unread: BytesMut::new(),
+            reader: Reader::Through,
+            reader_for: u32::MAX,
         }
     }
 
     /// Puts `bytes` back, to be read before anything else.
-    pub(super) fn unread(&mut self, bytes: BytesMut) {
-        debug_assert!(self.unread.is_empty());
+    pub(super) fn unread(&mut self, mut bytes: BytesMut) {
+        bytes.extend_from_slice(&self.unread);
         self.unread = bytes;
+    }
+
+    /// Makes the reader the one for the phase the connection is in now.
+    fn sync_reader(&mut self) {
+        let state = self.phase.load();
+        if state != self.reader_for {
+            self.reader_for = state;
+            self.reader = Reader::for_phase(state, self.phase.body());
+        }
     }
 
     fn timeouts(&self) -> ClientTimeouts {
@@ -208,8 +226,16 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.sync_reader();
+        if this.reader.holds() {
+            return this.poll_held(cx, buf);
+        }
         if !this.unread.is_empty() {
+            // Held-back bytes arriving, as if from the socket.
+            this.received();
+            this.sync_reader();
             let n = this.unread.len().min(buf.remaining());
+            let n = this.reader.admit(&this.unread[..n])?;
             buf.put_slice(&this.unread.split_to(n));
             return Poll::Ready(Ok(()));
         }
@@ -222,12 +248,34 @@ impl AsyncRead for Guarded {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.received();
+                    this.sync_reader();
+                    let n = this.reader.admit(&buf.filled()[before..])?;
+                    this.unread = BytesMut::from(&buf.filled()[before + n..]);
+                    buf.set_filled(before + n);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => this.poll_read_deadline(cx),
             error => error,
         }
+    }
+}
+
+impl Guarded {
+    /// A read after the request's body: the client's close (or error)
+    /// shows; its bytes wait for the next request, and the read with them.
+    fn poll_held(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() || self.expired {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() == before {
+            return Poll::Ready(Ok(()));
+        }
+        self.unread = BytesMut::from(&buf.filled()[before..]);
+        buf.set_filled(before);
+        Poll::Pending
     }
 }
 

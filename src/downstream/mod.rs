@@ -29,6 +29,8 @@
 //! connection after `keepalive_timeout` without streams, and sends GOAWAY
 //! on shutdown.
 
+mod chunked;
+mod framing;
 mod guarded;
 mod h2;
 mod phase;
@@ -47,9 +49,11 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+pub use chunked::{Chunked, Malformed, Step as ChunkedStep};
+pub use framing::is_malformed_body;
 pub use guarded::Guarded;
 pub use h2::{h2_options, App, MAX_PENDING_RESETS, MAX_PROTOCOL_RESETS};
-pub use phase::{request_started, tunnel_started};
+pub use phase::{request_started, tunnel_started, Body};
 use phase::{Phase, CONNECTION};
 use sniff::{Decision, Protocol};
 

@@ -7,11 +7,17 @@ use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::config::Outcome;
+use crate::downstream;
 
 /// The status for a request that failed with `e`, or 0 when the client is
 /// gone and nothing can be sent.
 pub fn status_for(e: &Error) -> u16 {
     use ErrorType::*;
+    // The client stream refused the body's chunked framing: a read error
+    // to Pingora, a malformed request to the client.
+    if downstream::is_malformed_body(e.root_cause()) {
+        return 400;
+    }
     match (e.esource(), e.etype()) {
         (_, HTTPStatus(code)) => *code,
         (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => 504,

@@ -7,7 +7,9 @@
 //! `Transfer-Encoding` whose last coding is not `chunked`, several `Host`
 //! lines and a `CONNECT` (405); it frames a request with both
 //! `Content-Length` and `Transfer-Encoding` by the latter and closes the
-//! connection afterwards. What is left is checked here.
+//! connection afterwards. What is left is checked here; a chunked body's
+//! framing is checked as it arrives, by the client stream
+//! (`downstream/chunked.rs`).
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Version};

@@ -18,7 +18,7 @@ impl Proxy {
     /// `request_filter`: `Ok(true)` when the request was answered here (an
     /// upgrade carried as a tunnel included).
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        downstream::request_started();
+        downstream::request_started(body_framing(session));
         let snapshot = self.pool.snapshot();
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeouts.body));
@@ -207,6 +207,23 @@ fn raw_facts(req: &RequestHeader) -> (&[u8], &[u8]) {
         .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
     (host, target)
+}
+
+/// How the request's body is framed, as Pingora reads an HTTP/1 one: it
+/// has refused a last transfer coding other than `chunked`, and lengths
+/// that disagree. An upgrade is read as it comes.
+fn body_framing(session: &Session) -> downstream::Body {
+    let req = session.req_header();
+    if session.is_upgrade_req() {
+        downstream::Body::Unknown
+    } else if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        downstream::Body::Chunked
+    } else if req.headers.contains_key(http::header::CONTENT_LENGTH) {
+        framing::agreed_content_length(req)
+            .map_or(downstream::Body::Unknown, downstream::Body::Length)
+    } else {
+        downstream::Body::Length(0)
+    }
 }
 
 /// Whether the request says it has a body (unread when answered locally).

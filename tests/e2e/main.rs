@@ -9,6 +9,7 @@ mod affinity_config;
 mod backends;
 mod balancing;
 mod binary;
+mod chunked;
 mod cli;
 mod clients;
 mod config_errors;
