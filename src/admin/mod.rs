@@ -105,7 +105,13 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
         let query = req.uri.query().unwrap_or("").to_string();
-        self.handle(&method, &path, &query).await
+        let mut r = self.handle(&method, &path, &query).await;
+        // Like the data port's own answers.
+        let server = self.pool.snapshot().config.server.server_header.clone();
+        if let Some(server) = server {
+            r.headers_mut().insert(header::SERVER, server);
+        }
+        r
     }
 }
 

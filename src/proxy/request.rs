@@ -126,6 +126,11 @@ impl Proxy {
     ) {
         ctx.local_status = Some(code);
         self.metrics.observe_local_response(code);
+        let server = match &ctx.snapshot {
+            Some(snapshot) => snapshot.config.server.server_header.clone(),
+            None => self.pool.snapshot().config.server.server_header.clone(),
+        };
+        let server = server.as_ref();
         if ctx.grpc {
             let upstream = ctx.upstream.as_ref().map_or("", |u| u.name());
             // The backend of the last attempt, if one was made.
@@ -135,13 +140,13 @@ impl Proxy {
                 .zip(ctx.tried.last())
                 .and_then(|(u, &i)| u.backends().get(i))
                 .map_or("", |b| b.state.address());
-            match grpc::respond(session, code, &ctx.request_id).await {
+            match grpc::respond(session, code, &ctx.request_id, server).await {
                 Ok(status) => self.metrics.observe_grpc(upstream, backend, status),
                 Err(e) => log::debug!("could not send a gRPC error to client: {e}"),
             }
             return;
         }
-        if let Err(e) = errors::respond(session, code, &ctx.request_id, location).await {
+        if let Err(e) = errors::respond(session, code, &ctx.request_id, server, location).await {
             log::debug!("could not send {code} to client: {e}");
         }
     }
