@@ -1,6 +1,7 @@
 //! The client stream with the connection's deadlines (see the module
-//! above for which applies when), and the framing checks of `framing.rs`
-//! on what it reads.
+//! above for which applies when), the framing checks of `framing.rs` on
+//! what it reads, and Pingora's own early answers rewritten (`reply.rs`)
+//! on what it writes.
 
 use std::fmt;
 use std::future::Future;
@@ -10,13 +11,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use pingora::protocols::{Shutdown, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::Reader;
-use super::Phase;
+use super::{reply, Phase};
 use crate::config::ClientTimeouts;
 use crate::metrics::{ClientTimeout, Metrics};
 use crate::pool::Pool;
@@ -54,6 +55,8 @@ pub struct Guarded {
     /// `reader_for`.
     reader: Reader,
     reader_for: u32,
+    /// A rewritten answer of Pingora's, still to be written.
+    out: BytesMut,
 }
 
 mod delegate;
@@ -81,6 +84,7 @@ impl Guarded {
             unread: BytesMut::new(),
             reader: Reader::Through,
             reader_for: u32::MAX,
+            out: BytesMut::new(),
         }
     }
 
@@ -97,6 +101,26 @@ impl Guarded {
             self.reader_for = state;
             self.reader = Reader::for_phase(state, self.phase.body());
         }
+    }
+
+    /// Whatever is written now is Pingora's own answer to a request head
+    /// the proxy has not seen.
+    fn before_proxy(&self) -> bool {
+        self.phase.load() & Phase::MASK == Phase::HEAD
+    }
+
+    /// Writes out a rewritten answer before anything else.
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let result = Pin::new(&mut self.inner).poll_write(cx, &self.out);
+            match self.guard_write(cx, result) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn timeouts(&self) -> ClientTimeouts {
@@ -286,6 +310,18 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
+        if this.before_proxy() {
+            let server = this.pool.snapshot().config.server.server_header.clone();
+            if let Some(rewritten) = reply::with_server(buf, server.as_ref()) {
+                this.out = BytesMut::from(&rewritten[..]);
+                // Taken whole; what is left goes out on the next write or flush.
+                if let Poll::Ready(Err(e)) = this.poll_out(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.guard_write(cx, result)
     }
@@ -296,6 +332,7 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.guard_write(cx, result)
     }
@@ -306,12 +343,14 @@ impl AsyncWrite for Guarded {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
         let result = Pin::new(&mut this.inner).poll_flush(cx);
         this.guard_write(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
         let result = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.guard_write(cx, result)
     }
@@ -320,6 +359,9 @@ impl AsyncWrite for Guarded {
 #[async_trait]
 impl Shutdown for Guarded {
     async fn shutdown(&mut self) {
+        if !self.out.is_empty() {
+            let _ = self.flush().await;
+        }
         Shutdown::shutdown(&mut *self.inner).await
     }
 }

@@ -34,6 +34,7 @@ mod framing;
 mod guarded;
 mod h2;
 mod phase;
+mod reply;
 mod sniff;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use http::HeaderValue;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
@@ -70,14 +72,6 @@ const FIRST_READ: usize = 512;
 
 /// The parser's buffer for a request head, as Pingora sizes it.
 const HEAD_BUFFER: usize = 4096;
-
-/// What a connection over `max_connections` is told before it is closed.
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    Content-Type: text/plain; charset=utf-8\r\n\
-    Content-Length: 26\r\n\
-    Retry-After: 1\r\n\
-    Connection: close\r\n\r\n\
-    too many open connections\n";
 
 /// How long a refused connection is read (and discarded) after its 503,
 /// so that closing it does not reset the connection before the client has
@@ -269,7 +263,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
                 return None;
             }
             None => {
-                refuse(stream, &self.metrics).await;
+                let server = self.pool.snapshot().config.server.server_header.clone();
+                refuse(stream, &self.metrics, server.as_ref()).await;
                 return None;
             }
         };
@@ -334,10 +329,11 @@ impl<A> Drop for Open<'_, A> {
 }
 
 /// Answers a connection over the cap with a 503 and closes it.
-async fn refuse(mut stream: Stream, metrics: &Metrics) {
+async fn refuse(mut stream: Stream, metrics: &Metrics, server: Option<&HeaderValue>) {
     metrics.client_connections_refused.inc();
     log::debug!("refused a client connection: max_connections reached");
-    if stream.write_all(REFUSED).await.is_err() || stream.flush().await.is_err() {
+    let refused = reply::refused(server);
+    if stream.write_all(&refused).await.is_err() || stream.flush().await.is_err() {
         return;
     }
     // Read what the client sent until it closes, for a moment at most.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::wire::{header, read_head, read_response, request};
+use crate::support::wire::{header, read_head, request, two_answers};
 use crate::support::{eventually, RecordingBackend, TestProxy};
 
 const HEAD: &str = "POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -174,20 +174,13 @@ async fn well_formed_chunked_bodies_are_forwarded_decoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_pipelined_behind_a_chunked_body_are_each_answered() {
     let (backend, proxy) = start().await;
-    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
     // A good chunked request, then one whose body is malformed, in one write.
     let second = "POST /second HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n";
     let bytes = format!("{HEAD}5\r\nhello\r\n0\r\n\r\n{second}5;ext=1\nworld\r\n0\r\n\r\n");
-    client.write_all(bytes.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let first = read_response(&mut client, &mut buf)
-        .await
-        .expect("the first answer");
-    assert_eq!(first.0, 200);
-    let next = read_head(&mut client, &mut buf)
-        .await
-        .expect("the second answer");
+    let (first, next) = two_answers(proxy.addr, bytes.as_bytes()).await;
+    assert_eq!(first, 200);
     assert!(next.starts_with("HTTP/1.1 400"), "{next}");
+    assert!(next.contains("\r\nServer: switchyard\r\n"), "{next}");
     let sent = backend.requests();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(

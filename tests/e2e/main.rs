@@ -32,6 +32,7 @@ mod retries;
 mod route_config;
 mod routes;
 mod routes_reload;
+mod server_header;
 mod smuggling;
 mod socketio;
 mod tls;
