@@ -9,6 +9,7 @@ use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -71,8 +72,14 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         Arc::clone(&metrics),
         Arc::clone(&draining),
     );
+    let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
+    // CONNECT reaches the proxy's hooks, which refuse it with a 405 of
+    // their own (Pingora's says `Server: Pingora`, HTTP/2's included).
+    let mut options = HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    http_proxy.server_options = Some(options);
     let proxy = Connections::new(
-        pingora::proxy::http_proxy(&server.configuration, proxy),
+        http_proxy,
         Arc::clone(&pool),
         Arc::clone(&metrics),
         tls.clone(),

@@ -153,7 +153,13 @@ impl ServeHttp for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
-        self.handle(&method, &path, &query, auth.as_deref()).await
+        let mut r = self.handle(&method, &path, &query, auth.as_deref()).await;
+        // Like the data port's own answers.
+        let server = self.pool.snapshot().config.server.server_header.clone();
+        if let Some(server) = server {
+            r.headers_mut().insert(header::SERVER, server);
+        }
+        r
     }
 }
 

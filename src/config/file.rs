@@ -67,6 +67,7 @@ pub struct ServerSection {
     pub h2c: Option<Spanned<bool>>,
     pub h2_max_streams: Option<Spanned<i64>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub server_header: Option<Spanned<String>>,
     pub tls: Option<Spanned<TlsSection>>,
 }
 

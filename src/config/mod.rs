@@ -45,6 +45,8 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Largest `max_connections`.
 pub const MAX_CONNECTIONS: usize = 1 << 20;
+/// Default `[server] server_header`.
+pub const DEFAULT_SERVER_HEADER: &str = "switchyard";
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +96,10 @@ pub struct ServerConfig {
     /// Answer plain requests with `308` to the same URL on HTTPS (the
     /// first TLS listener's port). Default false; needs `[server.tls]`.
     pub redirect_https: bool,
+    /// The `Server` header of every response the proxy makes itself
+    /// (never of a backend's). Default [`DEFAULT_SERVER_HEADER`]; `None`
+    /// (`server_header = ""`): no `Server` header.
+    pub server_header: Option<http::HeaderValue>,
 }
 
 /// How long a client may take over each part of an exchange before its

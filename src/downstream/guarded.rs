@@ -1,26 +1,23 @@
-//! The client stream with the connection's deadlines: see the module
-//! above for which applies when.
+//! The client stream with the connection's deadlines (see the module
+//! above for which applies when), the framing checks of `framing.rs` on
+//! what it reads, and Pingora's own early answers rewritten (`reply.rs`)
+//! on what it writes.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::{SslDigest, TlsRef};
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, BytesMut};
+use pingora::protocols::{Shutdown, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::Phase;
+use super::framing::Reader;
+use super::{reply, Phase};
 use crate::config::ClientTimeouts;
 use crate::metrics::{ClientTimeout, Metrics};
 use crate::pool::Pool;
@@ -51,9 +48,18 @@ pub struct Guarded {
     /// The read deadline passed: every read from now on ends the stream.
     expired: bool,
     /// Bytes already read from the client, to be read again first: the
-    /// HTTP/2 preface, read to tell the protocol.
+    /// HTTP/2 preface, read to tell the protocol, and what a read held
+    /// back for the next (past a request head or a chunked body's end).
     unread: BytesMut,
+    /// How much of what arrives may be read now, for the phase value
+    /// `reader_for`.
+    reader: Reader,
+    reader_for: u32,
+    /// A rewritten answer of Pingora's, still to be written.
+    out: BytesMut,
 }
+
+mod delegate;
 
 impl Guarded {
     pub(super) fn new(
@@ -76,13 +82,45 @@ impl Guarded {
             head_begun: false,
             expired: false,
             unread: BytesMut::new(),
+            reader: Reader::Through,
+            reader_for: u32::MAX,
+            out: BytesMut::new(),
         }
     }
 
     /// Puts `bytes` back, to be read before anything else.
-    pub(super) fn unread(&mut self, bytes: BytesMut) {
-        debug_assert!(self.unread.is_empty());
+    pub(super) fn unread(&mut self, mut bytes: BytesMut) {
+        bytes.extend_from_slice(&self.unread);
         self.unread = bytes;
+    }
+
+    /// Makes the reader the one for the phase the connection is in now.
+    fn sync_reader(&mut self) {
+        let state = self.phase.load();
+        if state != self.reader_for {
+            self.reader_for = state;
+            self.reader = Reader::for_phase(state, self.phase.body());
+        }
+    }
+
+    /// Whatever is written now is Pingora's own answer to a request head
+    /// the proxy has not seen.
+    fn before_proxy(&self) -> bool {
+        self.phase.load() & Phase::MASK == Phase::HEAD
+    }
+
+    /// Writes out a rewritten answer before anything else.
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let result = Pin::new(&mut self.inner).poll_write(cx, &self.out);
+            match self.guard_write(cx, result) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn timeouts(&self) -> ClientTimeouts {
@@ -212,8 +250,16 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.sync_reader();
+        if this.reader.holds() {
+            return this.poll_held(cx, buf);
+        }
         if !this.unread.is_empty() {
+            // Held-back bytes arriving, as if from the socket.
+            this.received();
+            this.sync_reader();
             let n = this.unread.len().min(buf.remaining());
+            let n = this.reader.admit(&this.unread[..n])?;
             buf.put_slice(&this.unread.split_to(n));
             return Poll::Ready(Ok(()));
         }
@@ -226,12 +272,34 @@ impl AsyncRead for Guarded {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.received();
+                    this.sync_reader();
+                    let n = this.reader.admit(&buf.filled()[before..])?;
+                    this.unread = BytesMut::from(&buf.filled()[before + n..]);
+                    buf.set_filled(before + n);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => this.poll_read_deadline(cx),
             error => error,
         }
+    }
+}
+
+impl Guarded {
+    /// A read after the request's body: the client's close (or error)
+    /// shows; its bytes wait for the next request, and the read with them.
+    fn poll_held(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() || self.expired {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() == before {
+            return Poll::Ready(Ok(()));
+        }
+        self.unread = BytesMut::from(&buf.filled()[before..]);
+        buf.set_filled(before);
+        Poll::Pending
     }
 }
 
@@ -242,6 +310,18 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
+        if this.before_proxy() {
+            let server = this.pool.snapshot().config.server.server_header.clone();
+            if let Some(rewritten) = reply::with_server(buf, server.as_ref()) {
+                this.out = BytesMut::from(&rewritten[..]);
+                // Taken whole; what is left goes out on the next write or flush.
+                if let Poll::Ready(Err(e)) = this.poll_out(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.guard_write(cx, result)
     }
@@ -252,6 +332,7 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.guard_write(cx, result)
     }
@@ -262,12 +343,14 @@ impl AsyncWrite for Guarded {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
         let result = Pin::new(&mut this.inner).poll_flush(cx);
         this.guard_write(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_out(cx))?;
         let result = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.guard_write(cx, result)
     }
@@ -276,74 +359,10 @@ impl AsyncWrite for Guarded {
 #[async_trait]
 impl Shutdown for Guarded {
     async fn shutdown(&mut self) {
-        Shutdown::shutdown(&mut *self.inner).await
-    }
-}
-
-impl UniqueID for Guarded {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for Guarded {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for Guarded {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for Guarded {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for Guarded {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
-
-#[async_trait]
-impl Peek for Guarded {
-    /// Only what was put back can be peeked: the connection's protocol is
-    /// told before the stream is handed on.
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if buf.len() > self.unread.len() {
-            return Ok(false);
+        if !self.out.is_empty() {
+            let _ = self.flush().await;
         }
-        buf.copy_from_slice(&self.unread[..buf.len()]);
-        Ok(true)
+        Shutdown::shutdown(&mut *self.inner).await
     }
 }
 

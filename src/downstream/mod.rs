@@ -29,16 +29,21 @@
 //! connection after `keepalive_timeout` without streams, and sends GOAWAY
 //! on shutdown.
 
+mod chunked;
+mod framing;
 mod guarded;
 mod h2;
+mod phase;
+mod reply;
 mod sniff;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use http::HeaderValue;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
@@ -46,8 +51,12 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+pub use chunked::{Chunked, Malformed, Step as ChunkedStep};
+pub use framing::is_malformed_body;
 pub use guarded::Guarded;
 pub use h2::{h2_options, App, MAX_PENDING_RESETS, MAX_PROTOCOL_RESETS};
+pub use phase::{request_started, tunnel_started, Body};
+use phase::{Phase, CONNECTION};
 use sniff::{Decision, Protocol};
 
 use crate::metrics::Metrics;
@@ -64,63 +73,10 @@ const FIRST_READ: usize = 512;
 /// The parser's buffer for a request head, as Pingora sizes it.
 const HEAD_BUFFER: usize = 4096;
 
-/// What a connection over `max_connections` is told before it is closed.
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    Content-Type: text/plain; charset=utf-8\r\n\
-    Content-Length: 26\r\n\
-    Retry-After: 1\r\n\
-    Connection: close\r\n\r\n\
-    too many open connections\n";
-
 /// How long a refused connection is read (and discarded) after its 503,
 /// so that closing it does not reset the connection before the client has
 /// read the answer.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
-
-tokio::task_local! {
-    /// The state of the connection whose task this is.
-    static CONNECTION: Arc<Phase>;
-}
-
-/// Marks the end of the current connection's request head: from here until
-/// the request ends, the connection has no deadline of its own.
-pub fn request_started() {
-    let _ = CONNECTION.try_with(|phase| phase.set(Phase::BUSY));
-}
-
-/// Marks the current connection as a tunnel (after a `101`): its writes
-/// have no send deadline either, since the tunnel's own idle timeout
-/// bounds a client that stops reading.
-pub fn tunnel_started() {
-    let _ = CONNECTION.try_with(|phase| phase.set(Phase::TUNNEL));
-}
-
-/// What a connection is waiting for, with a generation count in the upper
-/// bits so that every change is seen even if it returns to the same phase.
-/// Only the connection's own task touches it.
-#[derive(Debug)]
-struct Phase(AtomicU32);
-
-impl Phase {
-    /// Waiting for (the rest of) a request head.
-    const HEAD: u32 = 0;
-    /// Serving a request.
-    const BUSY: u32 = 1;
-    /// Kept alive, waiting for a request's first byte.
-    const IDLE: u32 = 2;
-    /// Carrying an upgraded connection: no deadline at all.
-    const TUNNEL: u32 = 3;
-    const MASK: u32 = 3;
-
-    fn load(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, phase: u32) {
-        let generation = (self.load() & !Self::MASK).wrapping_add(Self::MASK + 1);
-        self.0.store(generation | phase, Ordering::Relaxed);
-    }
-}
 
 /// The proxy application behind the connection cap and the client
 /// deadlines. It also drops idle connections a little after the listeners
@@ -307,7 +263,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
                 return None;
             }
             None => {
-                refuse(stream, &self.metrics).await;
+                let server = self.pool.snapshot().config.server.server_header.clone();
+                refuse(stream, &self.metrics, server.as_ref()).await;
                 return None;
             }
         };
@@ -315,7 +272,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
             Some(tls) => tls.accept(stream, header_timeout).await?,
             None => stream,
         };
-        let phase = Arc::new(Phase(AtomicU32::new(Phase::HEAD)));
+        let phase = Arc::new(Phase::new(Phase::HEAD));
         let mut guarded = Guarded::new(
             stream,
             Arc::clone(&phase),
@@ -372,10 +329,11 @@ impl<A> Drop for Open<'_, A> {
 }
 
 /// Answers a connection over the cap with a 503 and closes it.
-async fn refuse(mut stream: Stream, metrics: &Metrics) {
+async fn refuse(mut stream: Stream, metrics: &Metrics, server: Option<&HeaderValue>) {
     metrics.client_connections_refused.inc();
     log::debug!("refused a client connection: max_connections reached");
-    if stream.write_all(REFUSED).await.is_err() || stream.flush().await.is_err() {
+    let refused = reply::refused(server);
+    if stream.write_all(&refused).await.is_err() || stream.flush().await.is_err() {
         return;
     }
     // Read what the client sent until it closes, for a moment at most.

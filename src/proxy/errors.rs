@@ -2,16 +2,24 @@
 //! kind of failure, and the response it writes.
 
 use bytes::Bytes;
+use http::header::SERVER;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::config::Outcome;
+use crate::downstream;
 
 /// The status for a request that failed with `e`, or 0 when the client is
 /// gone and nothing can be sent.
 pub fn status_for(e: &Error) -> u16 {
     use ErrorType::*;
+    // The client stream refused the body's chunked framing: a read error
+    // to Pingora, a malformed request to the client.
+    if downstream::is_malformed_body(e.root_cause()) {
+        return 400;
+    }
     match (e.esource(), e.etype()) {
         (_, HTTPStatus(code)) => *code,
         (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => 504,
@@ -63,16 +71,18 @@ pub fn connect_kind(e: &Error) -> Outcome {
     }
 }
 
-/// Writes a small plain-text response carrying the request id, and
-/// `location` for a redirect. Does nothing if a response has already
-/// started.
+/// Writes a small plain-text response carrying the request id, `server`
+/// as its `Server` header, and `location` for a redirect. Does nothing if
+/// a response has already started.
 pub async fn respond(
     session: &mut ServerSession,
     code: u16,
     request_id: &str,
+    server: Option<&HeaderValue>,
     location: Option<&str>,
 ) -> pingora::Result<()> {
     let mut resp: ResponseHeader = ServerSession::generate_error(code);
+    set_server(&mut resp, server)?;
     if let Some(location) = location {
         resp.insert_header(http::header::LOCATION, location)?;
     }
@@ -82,4 +92,14 @@ pub async fn respond(
     resp.set_content_length(body.len())?;
     resp.insert_header(super::headers::X_REQUEST_ID, request_id)?;
     session.write_error_response(resp, body).await
+}
+
+/// Says `server` as `resp`'s `Server` header (Pingora's builder says
+/// `Pingora`), or nothing.
+pub fn set_server(resp: &mut ResponseHeader, server: Option<&HeaderValue>) -> pingora::Result<()> {
+    resp.remove_header(&SERVER);
+    if let Some(server) = server {
+        resp.insert_header(SERVER, server)?;
+    }
+    Ok(())
 }

@@ -4,10 +4,13 @@
 //!
 //! Pingora already refuses (with 400, before any hook runs) a malformed
 //! request line or header, an invalid or conflicting `Content-Length`, a
-//! `Transfer-Encoding` whose last coding is not `chunked`, several `Host`
-//! lines and a `CONNECT` (405); it frames a request with both
-//! `Content-Length` and `Transfer-Encoding` by the latter and closes the
-//! connection afterwards. What is left is checked here.
+//! `Transfer-Encoding` whose last coding is not `chunked` and several
+//! `Host` lines; it frames a request with both `Content-Length` and
+//! `Transfer-Encoding` by the latter and closes the connection afterwards.
+//! What is left is checked here, `CONNECT` included (405), which Pingora
+//! lets through so that the answer is the proxy's own. A chunked body's
+//! framing is checked as it arrives, by the client stream
+//! (`downstream/chunked.rs`).
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Version};
@@ -20,7 +23,8 @@ use crate::config::Limits;
 /// Why a request is answered locally instead of forwarded.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejection {
-    /// 400, or 501 for a transfer coding the proxy does not implement.
+    /// 400; 405 for `CONNECT`; 501 for a transfer coding the proxy does
+    /// not implement.
     pub status: u16,
     pub why: &'static str,
 }
@@ -65,6 +69,9 @@ pub fn check_limits(req: &RequestHeader, limits: &Limits) -> Result<(), Rejectio
 /// Checks a request Pingora has accepted: its target form, its `Host` and
 /// its transfer codings.
 pub fn check(req: &RequestHeader) -> Result<(), Rejection> {
+    if req.method == Method::CONNECT {
+        return reject(405, "CONNECT is not proxied");
+    }
     check_target(req)?;
     check_host(req)?;
     check_transfer_encoding(req)
@@ -72,7 +79,7 @@ pub fn check(req: &RequestHeader) -> Result<(), Rejection> {
 
 /// Origin-form (`/path`), absolute-form (`http://host/path`), or `*` for
 /// `OPTIONS` (RFC 9112 section 3.2). Authority-form is for `CONNECT` only,
-/// which Pingora refuses before this point.
+/// refused before this point.
 fn check_target(req: &RequestHeader) -> Result<(), Rejection> {
     let target = req.raw_path();
     if target.starts_with(b"/") {
@@ -230,6 +237,12 @@ mod tests {
         }
         let chunked = [("host", "a.test"), ("transfer-encoding", ", chunked")];
         assert_eq!(status(&request("POST", "/", &chunked)), 0);
+    }
+
+    #[test]
+    fn connect_is_refused_with_405() {
+        let host = [("host", "a.test:443")];
+        assert_eq!(status(&request("CONNECT", "a.test:443", &host)), 405);
     }
 
     #[test]

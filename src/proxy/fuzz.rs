@@ -1,7 +1,9 @@
 //! A way in for the fuzz targets and property tests, not an API: arbitrary
 //! bytes become a request as Pingora hands it to the proxy, go through the
 //! proxy's own checks and rewrites (framing, limits, request id, forwarded
-//! headers), and what would reach a backend must keep their promises.
+//! headers), and what would reach a backend must keep their promises; or
+//! they become a chunked body for the client stream's reader
+//! ([`chunked_body`]).
 //!
 //! Input: one flags byte, then lines split on `\n`: `METHOD TARGET`, then
 //! `name:value` header lines. Flags: bit 0 HTTP/1.0 (else 1.1); bits 1-2
@@ -16,6 +18,10 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Version};
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::RequestHeader;
+
+mod chunked;
+
+pub use chunked::chunked_body;
 
 use super::framing;
 use super::headers::{self, MAX_REQUEST_ID_LEN, X_FORWARDED_FOR, X_FORWARDED_HOST};

@@ -105,15 +105,17 @@ pub fn local_status(code: u16) -> (u8, &'static str) {
 
 /// Answers the gRPC request of `session` with the status for HTTP `code`:
 /// HTTP 200, `content-type: application/grpc`, and the status in the head
-/// itself (trailers-only), which ends the stream. Does nothing if a
-/// response has already started.
+/// itself (trailers-only), which ends the stream; `server` as its
+/// `Server` header. Does nothing if a response has already started.
 pub async fn respond(
     session: &mut ServerSession,
     code: u16,
     request_id: &str,
+    server: Option<&http::HeaderValue>,
 ) -> pingora::Result<u8> {
     let (status, message) = local_status(code);
-    let mut resp = ResponseHeader::build(200, Some(5))?;
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    super::errors::set_server(&mut resp, server)?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
     resp.insert_header("grpc-status", status.to_string())?;
     resp.insert_header("grpc-message", format!("{message} ({code})"))?;

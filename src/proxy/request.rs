@@ -18,7 +18,7 @@ impl Proxy {
     /// `request_filter`: `Ok(true)` when the request was answered here (an
     /// upgrade carried as a tunnel included).
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        downstream::request_started();
+        downstream::request_started(body_framing(session));
         let snapshot = self.pool.snapshot();
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeouts.body));
@@ -126,6 +126,11 @@ impl Proxy {
     ) {
         ctx.local_status = Some(code);
         self.metrics.observe_local_response(code);
+        let server = match &ctx.snapshot {
+            Some(snapshot) => snapshot.config.server.server_header.clone(),
+            None => self.pool.snapshot().config.server.server_header.clone(),
+        };
+        let server = server.as_ref();
         if ctx.grpc {
             let upstream = ctx.upstream.as_ref().map_or("", |u| u.name());
             // The backend of the last attempt, if one was made.
@@ -135,13 +140,13 @@ impl Proxy {
                 .zip(ctx.tried.last())
                 .and_then(|(u, &i)| u.backends().get(i))
                 .map_or("", |b| b.state.address());
-            match grpc::respond(session, code, &ctx.request_id).await {
+            match grpc::respond(session, code, &ctx.request_id, server).await {
                 Ok(status) => self.metrics.observe_grpc(upstream, backend, status),
                 Err(e) => log::debug!("could not send a gRPC error to client: {e}"),
             }
             return;
         }
-        if let Err(e) = errors::respond(session, code, &ctx.request_id, location).await {
+        if let Err(e) = errors::respond(session, code, &ctx.request_id, server, location).await {
             log::debug!("could not send {code} to client: {e}");
         }
     }
@@ -207,6 +212,23 @@ fn raw_facts(req: &RequestHeader) -> (&[u8], &[u8]) {
         .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
     (host, target)
+}
+
+/// How the request's body is framed, as Pingora reads an HTTP/1 one: it
+/// has refused a last transfer coding other than `chunked`, and lengths
+/// that disagree. An upgrade is read as it comes.
+fn body_framing(session: &Session) -> downstream::Body {
+    let req = session.req_header();
+    if session.is_upgrade_req() {
+        downstream::Body::Unknown
+    } else if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        downstream::Body::Chunked
+    } else if req.headers.contains_key(http::header::CONTENT_LENGTH) {
+        framing::agreed_content_length(req)
+            .map_or(downstream::Body::Unknown, downstream::Body::Length)
+    } else {
+        downstream::Body::Length(0)
+    }
 }
 
 /// Whether the request says it has a body (unread when answered locally).

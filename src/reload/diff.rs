@@ -106,6 +106,7 @@ impl Diff {
             ("request limits", o.limits != n.limits),
             ("h2_max_streams", o.h2.max_streams != n.h2.max_streams),
             ("redirect_https", o.redirect_https != n.redirect_https),
+            ("server_header", o.server_header != n.server_header),
             (
                 "tls.hsts",
                 o.tls.as_ref().map(|t| &t.hsts) != n.tls.as_ref().map(|t| &t.hsts),

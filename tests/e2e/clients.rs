@@ -242,6 +242,7 @@ async fn connections_over_max_connections_get_503_and_are_closed() {
     let seen = String::from_utf8_lossy(&until_closed(&mut fourth).await).to_string();
     assert!(seen.starts_with("HTTP/1.1 503"), "{seen}");
     assert!(seen.contains("Retry-After: 1"), "{seen}");
+    assert!(seen.contains("\r\nServer: switchyard\r\n"), "{seen}");
     let scrape = proxy.metrics().await;
     assert_eq!(
         metric_sum(&scrape, "switchyard_client_connections_refused_total", &[]),

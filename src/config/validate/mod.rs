@@ -19,6 +19,7 @@ mod affinity;
 mod discovery;
 mod health;
 mod protocol;
+mod responses;
 mod routes;
 mod tls;
 mod upstream;
@@ -191,6 +192,7 @@ impl Source<'_> {
             tls,
             h2,
             redirect_https,
+            server_header: self.server_header(section.server_header)?,
             listen,
             threads,
             grace_period,

@@ -58,6 +58,8 @@ struct Log {
     requests: Vec<Recorded>,
     /// Why a connection was dropped: bytes this strict parser refused.
     errors: Vec<String>,
+    /// Connections from the proxy open now.
+    open: usize,
 }
 
 /// A running recording backend. Stops when dropped.
@@ -77,7 +79,12 @@ impl RecordingBackend {
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                connections.spawn(serve(stream, Arc::clone(&shared)));
+                shared.lock().unwrap().open += 1;
+                let log = Arc::clone(&shared);
+                connections.spawn(async move {
+                    serve(stream, Arc::clone(&log)).await;
+                    log.lock().unwrap().open -= 1;
+                });
             }
         });
         RecordingBackend { addr, log, task }
@@ -96,6 +103,11 @@ impl RecordingBackend {
             .filter(|r| !r.stamped())
             .cloned()
             .collect()
+    }
+
+    /// Connections from the proxy open now (ended by either side).
+    pub fn open(&self) -> usize {
+        self.log.lock().unwrap().open
     }
 
     /// Bytes the backend refused to parse, one description per connection.

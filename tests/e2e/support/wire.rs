@@ -102,6 +102,27 @@ pub async fn request(addr: SocketAddr, name: &str, bytes: &[u8]) -> Reply {
         .unwrap_or_else(|_| panic!("{name}: no answer or close within {DEADLINE:?}"))
 }
 
+/// Writes `bytes` (two pipelined requests) on a new connection, reads the
+/// first response whole and the second one's head: the first's status and
+/// the second's head. Bounded by [`DEADLINE`].
+pub async fn two_answers(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let run = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        let mut buf = Vec::new();
+        let (first, _) = read_response(&mut stream, &mut buf)
+            .await
+            .expect("an answer");
+        let second = read_head(&mut stream, &mut buf)
+            .await
+            .expect("a second answer");
+        (first, second)
+    };
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("two answers within the deadline")
+}
+
 /// The next response's status and `X-Request-Id`, or `None` at EOF or
 /// reset, also when its body is cut short.
 pub async fn read_response(
