@@ -137,16 +137,17 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         (held.received() == 1).then_some(())
     })
     .await;
+    // An admin connection opened before the drain is answered once more
+    // (then closed, as every connection is in a drain): `/status` says
+    // what the drain waits for.
+    let mut admin = tokio::net::TcpStream::connect(config.admin).await.unwrap();
     signal(&running, "-TERM");
-    // The admin connection opened before the drain still answers, and
-    // `/status` says what the drain waits for.
-    let status = format!("http://{}/status", config.admin);
-    let drain = eventually("/status to show the drain", || async {
-        let text = http.get(&status).send().await.ok()?.text().await.ok()?;
-        let s: serde_json::Value = serde_json::from_str(&text).ok()?;
-        Some(s["drain"].clone()).filter(|d| d["draining"] == true)
+    eventually("the listeners to stop", || async {
+        tokio::net::TcpStream::connect(config.addr).await.err()
     })
     .await;
+    let drain = status_over(&mut admin).await["drain"].clone();
+    assert_eq!(drain["draining"], true, "{drain}");
     assert_eq!(
         (drain["requests"].as_u64(), drain["tunnels"].as_u64()),
         (Some(1), Some(0)),
@@ -209,4 +210,16 @@ async fn upgrade_and_sigquit_hand_over_without_a_failed_request() {
     );
     signal(&new, "-TERM");
     wait_exit(&mut new, "the new process to exit").await;
+}
+
+/// `GET /status` on an open connection, read to its close.
+async fn status_over(stream: &mut tokio::net::TcpStream) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
