@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::file::{FileConfig, ServerSection};
 use super::*;
 
+mod access;
 mod affinity;
 mod discovery;
 mod health;
@@ -58,6 +59,7 @@ pub(super) fn validate(
     data.extend(server.tls.iter().flat_map(|t| t.listen.iter().copied()));
     let admin = src.admin(file.admin.unwrap_or_default().listen, &data)?;
     let resolver = src.resolver(file.resolver)?;
+    let log = src.log(file.log)?;
     if file.upstreams.is_empty() {
         return Err(src.error(0..0, ErrorKind::NoUpstreams));
     }
@@ -79,6 +81,7 @@ pub(super) fn validate(
         admin,
         upstreams,
         resolver,
+        log,
         routes,
         default_upstream,
         warnings,
