@@ -21,10 +21,13 @@ impl Proxy {
         let now = SystemTime::now();
         let req = session.req_header();
         let (host, target) = request::raw_facts(req);
-        let status = match ctx.local_status {
-            Some(code) => code,
-            None => session.response_written().map_or(0, |r| r.status.as_u16()),
-        };
+        // As sent: a gRPC call answered locally got 200, whatever status
+        // stands for its error.
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
         let (bytes_in, bytes_out) = ctx.tunnel_bytes.unwrap_or_else(|| {
             (
                 session.body_bytes_read() as u64,

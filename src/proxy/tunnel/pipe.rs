@@ -70,46 +70,32 @@ where
     let activity = Activity::new();
     let mut client = Side::new(client, &activity);
     let mut backend = Side::new(backend, &activity);
-    let end = copy(&mut client, &mut backend, &activity, idle, closing).await;
+    let end = {
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
+        tokio::pin!(copy, closing);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                copied = &mut copy => break copied.map_or_else(End::Failed, |_| End::Closed),
+                () = &mut closing => break End::Drained,
+                () = &mut timer => {
+                    // Each turn moves the timer strictly later, past bytes
+                    // that moved since it was set.
+                    let due = activity.last() + idle;
+                    if due <= Instant::now() {
+                        break End::Idle;
+                    }
+                    timer.as_mut().reset(due);
+                }
+            }
+        }
+    };
     Carried {
         end,
         from_client: client.read,
         from_backend: backend.read,
-    }
-}
-
-async fn copy<C, B>(
-    client: &mut Side<'_, C>,
-    backend: &mut Side<'_, B>,
-    activity: &Activity,
-    idle: Duration,
-    closing: impl Future<Output = ()>,
-) -> End
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let copy = tokio::io::copy_bidirectional(client, backend);
-    tokio::pin!(copy, closing);
-    let timer = tokio::time::sleep(idle);
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            biased;
-            copied = &mut copy => {
-                return copied.map_or_else(End::Failed, |_| End::Closed);
-            }
-            () = &mut closing => return End::Drained,
-            () = &mut timer => {
-                // Each turn moves the timer strictly later, past bytes
-                // that moved since it was set.
-                let due = activity.last() + idle;
-                if due <= Instant::now() {
-                    return End::Idle;
-                }
-                timer.as_mut().reset(due);
-            }
-        }
     }
 }
 
