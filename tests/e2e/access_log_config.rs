@@ -137,3 +137,21 @@ fn wrong_types_are_placed() {
     let e = error("log_query = \"yes\"\n");
     assert_eq!(place(&e).map(|p| p.0), Some(4), "{e}");
 }
+
+#[test]
+fn switchyard_check_names_the_access_log() {
+    let dir = temp_dir("log-config");
+    let path = dir.join("proxy.toml");
+    let log = dir.join("access.log");
+    let text = format!(
+        "{UPSTREAM}[log]\naccess = \"{}\"\nformat = \"combined\"\n",
+        log.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = crate::support::binary::check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let want = format!("  access log {} (combined)\n", log.display());
+    assert!(stdout.contains(&want), "expected {want:?} in:\n{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
