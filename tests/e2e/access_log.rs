@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::support::access_log::{get, lines, log_table, wait_for};
 use crate::support::binary::{signal, spawn, wait_exit, BinaryConfig};
+use crate::support::grpc::{raw_call, upstream};
 use crate::support::proxy::{app, metric_sum};
 use crate::support::websocket::{WsBackend, WsClient};
 use crate::support::{client, closed_port, eventually, temp_dir, Behavior, TestBackend, TestProxy};
@@ -36,46 +38,8 @@ const FIELDS: [&str; 17] = [
     "local_reason",
 ];
 
-/// The lines of `path` so far, each parsed (a line that is not JSON
-/// fails the test).
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-/// Waits until `path` has a line with this request id; all lines then.
-async fn wait_for(path: &Path, id: &str) -> Vec<Value> {
-    eventually(
-        &format!("the line of {id} in {}", path.display()),
-        || async {
-            let all = lines(path);
-            all.iter().any(|l| l["request_id"] == id).then_some(all)
-        },
-    )
-    .await
-}
-
-/// GETs `path` with `X-Request-Id: id`; the status.
-async fn get(http: &reqwest::Client, url: String, id: &str) -> u16 {
-    let r = http
-        .get(url)
-        .header("x-request-id", id)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let _ = r.bytes().await;
-    status
-}
-
 fn route(prefix: &str, upstream: &str) -> String {
     format!("[[routes]]\nname = \"{upstream}\"\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\n")
-}
-
-fn log_table(path: &Path, more: &str) -> String {
-    format!("[log]\naccess = \"{}\"\n{more}", path.display())
 }
 
 /// The one line whose `key` is `value`.
@@ -382,5 +346,33 @@ async fn sigusr1_reopens_the_file_and_the_last_lines_are_written_at_exit() {
     let status = wait_exit(&mut running, "the binary to exit after SIGTERM").await;
     assert!(status.success(), "{status}");
     assert!(lines(&log).iter().any(|l| l["request_id"] == "last"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_answered_locally_is_logged_as_the_200_it_got_with_its_reason() {
+    let dir = temp_dir("access-log");
+    let log = dir.join("access.log");
+    let text = format!(
+        "{}{}",
+        log_table(&log, ""),
+        upstream("app", &[closed_port()], "")
+    );
+    let proxy = TestProxy::start_with("h2c = true\n", &text).await;
+    let (head, _) = raw_call(
+        proxy.addr,
+        "/test.Echo/Unary",
+        &[("x-request-id", "grpc-1")],
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["grpc-status"], "14");
+    let all = wait_for(&log, "grpc-1").await;
+    let line = only(&all, "request_id", "grpc-1");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["local_reason"], "connect_failed");
+    assert_eq!(line["protocol"], "HTTP/2.0");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["path"], "/test.Echo/Unary");
     let _ = std::fs::remove_dir_all(&dir);
 }

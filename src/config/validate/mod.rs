@@ -59,7 +59,6 @@ pub(super) fn validate(
     data.extend(server.tls.iter().flat_map(|t| t.listen.iter().copied()));
     let admin = src.admin(file.admin.unwrap_or_default().listen, &data)?;
     let resolver = src.resolver(file.resolver)?;
-    let log = src.log(file.log)?;
     if file.upstreams.is_empty() {
         return Err(src.error(0..0, ErrorKind::NoUpstreams));
     }
@@ -81,7 +80,7 @@ pub(super) fn validate(
         admin,
         upstreams,
         resolver,
-        log,
+        log: src.log(file.log)?,
         routes,
         default_upstream,
         warnings,
