@@ -8,7 +8,8 @@
 //! it in `switchyard_access_log_dropped_total`. SIGUSR1 reopens the file
 //! (after logrotate); a reload that changes `[log]` starts a writer for
 //! the new settings and lets the old one finish its queue and close.
-//! Independent of Pingora: nothing here knows the HTTP engine.
+//! Independent of the HTTP engine: only `signal.rs`, the SIGUSR1
+//! listener, is a Pingora background service.
 
 mod format;
 mod record;

@@ -114,8 +114,8 @@ impl Writer {
         }
     }
 
-    /// Asks the thread to open the file again before its next write
-    /// (after logrotate moved it away).
+    /// Asks the thread to open the file again by its name (after
+    /// logrotate moved it away); it does so before its next write.
     pub fn reopen(&self) {
         self.shared.control().reopen = true;
         self.wake();
