@@ -28,7 +28,9 @@
 #     (or gRPC calls) each, for the h2, h2c_upstream and grpc rows
 #   PROXY_CPU [0]  LOAD_CPU [1]  QUICK [0]  KEEP_TMP [0]: keep configs and logs
 #   ONLY [all]: some of keepalive fixed many idle slow unpinned crashloop tls
-#     handshakes h2 h2c_upstream grpc, to rerun those
+#     handshakes h2 h2c_upstream grpc accesslog, to rerun those; accesslog is
+#     Switchyard with its access log off and JSON to a file, side by side
+#     (ONLY=accesslog bash benches/compare.sh)
 #   TIME_LIMIT [generous] seconds after the build before the whole run is stopped
 set -euo pipefail
 
@@ -81,7 +83,8 @@ TARGETS=(direct switchyard nginx haproxy)
 PROXIES=(switchyard nginx haproxy)
 SLOW_VARIANTS=(switchyard-rr switchyard-lc switchyard-ll nginx-lc haproxy-lc)
 CRASH_VARIANTS=(switchyard-lc-checks switchyard-rr-checks switchyard-lc-passive nginx-lc-checks haproxy-lc-checks)
-SCENARIOS=${ONLY:-keepalive fixed many idle slow unpinned crashloop tls handshakes h2 h2c_upstream grpc}
+LOG_VARIANTS=(sw-log-off sw-log-json)
+SCENARIOS=${ONLY:-keepalive fixed many idle slow unpinned crashloop tls handshakes h2 h2c_upstream grpc accesslog}
 # wants NAME: whether this run includes scenario NAME.
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
@@ -131,6 +134,7 @@ if wants grpc; then [[ -x $GRPC_BENCH_BIN ]] || die "no binary at $GRPC_BENCH_BI
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-compare.XXXXXX")
 RESULTS=$WORK_DIR/results.tsv
+ACCESS_LOG=$WORK_DIR/access.json.log
 : >"$RESULTS"
 mapfile -t PORTS < <(python3 "$HERE/ports.py" 15)
 ((${#PORTS[@]} == 15)) || die "could not find 15 free ports on 127.0.0.1"
@@ -141,9 +145,9 @@ PORT_H2C1=${PORTS[11]} PORT_H2C2=${PORTS[12]}
 PORTS_GRPC=("${PORTS[13]}" "${PORTS[14]}")
 make_cert
 
-# A generous bound on the whole run: 41 runs a round, each with its warm-up,
+# A generous bound on the whole run: 43 runs a round, each with its warm-up,
 # start, stop and the load tools' own slack, and 5 crash-loop runs.
-LIMIT=${TIME_LIMIT:-$((ROUNDS * (41 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}
+LIMIT=${TIME_LIMIT:-$((ROUNDS * (43 * (DURATION + WARMUP + 30) + 5 * (CRASH_SECS + 40)) + 600))}
 start_watchdog "$LIMIT"
 start_backends
 wants grpc && start_grpc_backends $((LIMIT + 60))
@@ -174,6 +178,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	scenario h2c_upstream "h2c to HTTP/2 backends, $H2_CONNS connections x $H2_STREAMS streams" \
 		measure_h2c_upstream "${TARGETS[@]}"
 	scenario grpc "gRPC unary calls, $H2_CONNS connections x $H2_STREAMS calls" measure_grpc "${TARGETS[@]}"
+	scenario accesslog "access log off and JSON, $CONNS connections" measure_accesslog "${LOG_VARIANTS[@]}"
 done
 ELAPSED=$((SECONDS - STARTED_AT))
 

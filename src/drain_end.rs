@@ -102,9 +102,15 @@ pub async fn drained(draining: &Draining, metrics: &Metrics, pool: &Pool) {
     }
 }
 
-/// For the binary: a thread of its own that exits the process once drained.
-/// Not for tests that run the server in-process.
-pub fn exit_when_drained(draining: Arc<Draining>, metrics: Arc<Metrics>, pool: Arc<Pool>) {
+/// For the binary: a thread of its own that exits the process once drained,
+/// after `before_exit` (which writes out the access log). Not for tests
+/// that run the server in-process.
+pub fn exit_when_drained(
+    draining: Arc<Draining>,
+    metrics: Arc<Metrics>,
+    pool: Arc<Pool>,
+    before_exit: impl FnOnce() + Send + 'static,
+) {
     std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -117,6 +123,7 @@ pub fn exit_when_drained(draining: Arc<Draining>, metrics: Arc<Metrics>, pool: A
             }
         };
         runtime.block_on(drained(&draining, &metrics, &pool));
+        before_exit();
         std::process::exit(0);
     });
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms, unused_must_use)]
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
@@ -23,4 +24,4 @@ pub mod route;
 mod server;
 pub mod tls;
 
-pub use server::{build_server, Switchyard};
+pub use server::{build_server, BuildError, Switchyard};

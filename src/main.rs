@@ -9,6 +9,9 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use switchyard::cli::{self, Cli, Command};
 
+/// The longest the access log may take to write its last lines at exit.
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -57,11 +60,16 @@ fn main() -> ExitCode {
         }
         None => match switchyard::build_server(config, cli.pingora_opt()) {
             Ok(built) => {
-                // The grace period is only the cap: exit once drained.
+                // The grace period is only the cap: exit once drained, with
+                // the access log's last lines written.
+                let access_log = std::sync::Arc::clone(&built.access_log);
                 switchyard::drain_end::exit_when_drained(
                     std::sync::Arc::clone(&built.handed_over),
                     std::sync::Arc::clone(&built.metrics),
                     std::sync::Arc::clone(&built.pool),
+                    move || {
+                        access_log.flush(EXIT_FLUSH);
+                    },
                 );
                 built.server.run_forever()
             }

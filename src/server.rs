@@ -1,6 +1,7 @@
 //! Assembles the Pingora server: the proxy service on the data addresses,
-//! the admin service on its own, and the health checker and DNS discovery
-//! in the background, sharing one pool and one registry.
+//! the admin service on its own, and the health checker, DNS discovery and
+//! the access log's SIGUSR1 listener in the background, sharing one pool,
+//! one registry and one access log.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use sha2::{Digest, Sha256};
 
+use crate::access_log::{AccessLog, Reopen};
 use crate::admin::Admin;
 use crate::config::{Config, MAX_RETRIES};
 use crate::discovery::{Board, Discovery};
@@ -41,13 +43,35 @@ pub struct Switchyard {
     /// Set when the process begins to shut down, or has handed its
     /// sockets over: from then on it may exit once drained.
     pub handed_over: Arc<Draining>,
+    /// Flushed before the process exits.
+    pub access_log: Arc<AccessLog>,
+}
+
+/// Why the server could not be built; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    #[error("cannot open the access log {path}: {source}; fix its permissions, or set [log] access to another file, \"stdout\" or \"off\"")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Builds the server for `config`. `opt` carries the process-level flags
 /// (`--upgrade`, `--daemon`); tests pass `Opt::default()`. Fails, naming
-/// the file, if a certificate cannot be loaded.
-pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
+/// the file, if a certificate or the access log cannot be opened.
+pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, BuildError> {
     let metrics = Arc::new(Metrics::new());
+    let access_log =
+        AccessLog::start(&config.log, metrics.access_log_dropped.clone()).map_err(|source| {
+            BuildError::AccessLog {
+                path: config.log.describe(),
+                source,
+            }
+        })?;
+    let access_log = Arc::new(access_log);
     let tls = match &config.server.tls {
         Some(t) => Some(Arc::new(Tls::new(t, Arc::clone(&metrics))?)),
         None => None,
@@ -71,6 +95,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         Arc::clone(&pool),
         Arc::clone(&metrics),
         Arc::clone(&draining),
+        Arc::clone(&access_log),
     );
     let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
     // CONNECT reaches the proxy's hooks, which refuse it with a 405 of
@@ -98,6 +123,7 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
         Arc::clone(&pool),
         Arc::clone(&metrics),
         tls,
+        Arc::clone(&access_log),
         config.path.clone(),
     ));
     let board = Arc::new(Board::default());
@@ -135,11 +161,16 @@ pub fn build_server(config: Config, opt: Opt) -> Result<Switchyard, CertError> {
     server.add_service(discovery);
     server.add_service(triggers);
     server.add_service(drain);
+    server.add_service(background_service(
+        "switchyard access log reopen",
+        Reopen(Arc::clone(&access_log)),
+    ));
     Ok(Switchyard {
         server,
         pool,
         metrics,
         handed_over,
+        access_log,
     })
 }
 

@@ -44,8 +44,33 @@ wrk_rps() { calc "${WRK[requests]} / (${WRK[duration_us]} / 1000000)"; }
 # measure_keepalive TARGET: requests/s, latency and proxy CPU per request
 # at CONNS keep-alive connections, and the backend connections opened.
 measure_keepalive() {
-	local t=$1 a0 a1 c0 c1 flag
+	start_target "$1" 1 rr fast "$PROXY_CPU"
+	keepalive_run "$1"
+	stop_target
+}
+
+# measure_accesslog TARGET: measure_keepalive for Switchyard with its
+# access log off (sw-log-off) or JSON to a file (sw-log-json); for the
+# latter also the lines written and those dropped, read before it stops.
+measure_accesslog() {
+	local t=$1 dropped
+	rm -f "$ACCESS_LOG"
 	start_target "$t" 1 rr fast "$PROXY_CPU"
+	keepalive_run "$t"
+	if [[ $t == sw-log-json ]]; then
+		dropped=$({ curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" || true; } |
+			awk '$1 == "switchyard_access_log_dropped_total" {print $2}')
+		record log_dropped "$t" "${dropped:-nan}"
+	fi
+	stop_target
+	[[ -e $ACCESS_LOG ]] && record log_lines "$t" "$(wc -l <"$ACCESS_LOG")"
+	rm -f "$ACCESS_LOG"
+}
+
+# keepalive_run TARGET: the runs and records of measure_keepalive, on the
+# target started.
+keepalive_run() {
+	local t=$1 a0 a1 c0 c1 flag
 	wrk_run "$CONNS" "$WARMUP" "$LOAD_CPU" || true
 	a0=$(backend_accepts)
 	[[ -n $TARGET_PID ]] && c0=$(cpu_ticks "$TARGET_PID")
@@ -62,7 +87,6 @@ measure_keepalive() {
 	else
 		record rps64 "$t" nan "wrk failed"
 	fi
-	stop_target
 }
 
 # h2load_run RATE CONNS PREFIX TARGET: a fixed total RATE over CONNS

@@ -33,6 +33,10 @@ CRASH_HEADS = {"switchyard-lc-checks": "Switchyard least_connections, TCP checks
 
 TLS_TARGETS = ["switchyard", "nginx", "haproxy"]
 
+LOG_TARGETS = ["sw-log-off", "sw-log-json"]
+LOG_HEADS = {"sw-log-off": "Switchyard, access log off",
+             "sw-log-json": "Switchyard, JSON access log to a file"}
+
 NOTES = """How each row is measured:
 
 - Requests/s and latency at {c} connections: wrk (one thread) on a fresh proxy, after a warm-up run; p50 and p99 from wrk's histogram.
@@ -45,6 +49,7 @@ NOTES = """How each row is measured:
 - 2 threads unpinned: two worker threads (nginx: two workers), nothing pinned, the backends free to use every CPU; wrk as in the first row.
 - Crash loop: three Node.js backends (one process each, on the load's CPU); every {every} s one of them, each in turn, is killed with SIGKILL and started again {down} s later. wrk ({cc} keep-alive connections, one thread) runs {cs} s from the first kill on; wrk never retries, so every non-2xx answer and every socket error is a failed request. Switchyard's TCP checks run every 1 s, one failure out and one pass in; HAProxy's checks likewise (`check inter 1s fall 1 rise 1`), with `retries 3`, `option redispatch` and `retry-on all-retryable-errors`; nginx has `max_fails=1 fail_timeout=2s` and its default retries (`proxy_next_upstream error timeout`).
 - TLS: every proxy serves the same self-signed ECDSA P-256 certificate (openssl), TLS 1.2 and 1.3 with its library's defaults (Switchyard: rustls with ring; nginx and HAProxy: OpenSSL), ALPN h2 and http/1.1; backends plain HTTP/1.1. Keep-alive: wrk over https as in the first row (one handshake per connection). Handshakes: wrk with `Connection: close` on {hs} connections, so every request is a new connection and a full handshake (wrk resumes no session). HTTP/2: h2load, {h2c} connections with {h2s} concurrent streams each, ALPN h2 checked; CPU per request as in the first row.
+- Access log: Switchyard as in the first row, its access log off, then JSON to a file (`[log] access = "/tmp/.../access.json.log"`), one after the other in each round; lines written counts the file's lines after the run (the warm-up's and the readiness check's included), dropped is `switchyard_access_log_dropped_total` at its end.
 - HTTP/2 without TLS: clients speak h2c by prior knowledge to the proxy (Switchyard `h2c = true`; nginx `listen ... http2`; HAProxy `bind ... proto h2`), which speaks HTTP/2 without TLS to two backends (Switchyard `protocol = "http2"`; HAProxy `server ... proto h2`; nginx `grpc_pass grpc://`, the only way nginx 1.22 passes a request to a backend over HTTP/2, which puts one request at a time on a backend connection where the others multiplex, so it keeps up to one idle connection per request in flight: `keepalive {h2n}`, 128 in the other rows). New backend connections as in the first row, counted from the end of the warm-up. Direct is one backend, no proxy. h2load: {h2c} connections × {h2s} streams to backend nginx servers that speak only HTTP/2 on those ports, so every answer came over it. gRPC: grpc_bench (a tonic client on one thread) makes unary calls over {h2c} connections with {h2s} calls in flight on each, to two tonic backends (one thread each, on the load's CPU); calls/s over the run, p50 and p99 of the calls that succeeded (nearest rank); a failed call, or a proxy that sent every call to one backend, marks the cell ⚠. CPU per request or call as in the first row."""
 
 
@@ -230,6 +235,16 @@ def render(args):
     table(h2c_rows, TARGETS, HEADS, ratios, values, flagged,
           "HTTP/2 without TLS on both sides (h2c by prior knowledge), 1 thread pinned, "
           "backends HTTP/2 (nginx: grpc_pass):")
+    log_rows = [
+        ("rps64", f"requests/s, {c} keep-alive connections", "higher"),
+        ("p50_64", f"latency p50 at {c} connections (ms)", "lower"),
+        ("p99_64", f"latency p99 at {c} connections (ms)", "lower"),
+        ("cpu_us", "proxy CPU per request (µs)", "lower"),
+        ("log_lines", "access log lines written", "= requests"),
+        ("log_dropped", "access log lines dropped", "lower"),
+    ]
+    table(log_rows, LOG_TARGETS, LOG_HEADS, [("JSON / off", "sw-log-json", "sw-log-off")],
+          values, flagged, "The access log's cost, 1 thread pinned (the writer thread on the same CPU):")
     print(NOTES.format(c=c, r=r, many=many, idle=idle, ms=args.slow_ms, every=args.crash_every,
                        down=args.crash_down, cc=args.crash_conns, cs=args.crash_secs,
                        hs=args.hs_conns, h2c=args.h2_conns, h2s=args.h2_streams,

@@ -168,7 +168,8 @@ switchyard_tables() {
 }
 
 # start_target KIND THREADS BALANCE SET CPUS [tls|h2c]: start a fresh KIND
-# (direct, switchyard, nginx or haproxy) balancing with BALANCE (rr or lc)
+# (direct, switchyard, nginx or haproxy; sw-log-off and sw-log-json are
+# Switchyard with its access log off or JSON to ACCESS_LOG) balancing with BALANCE (rr or lc)
 # over the backends of SET, on CPUS (empty: unpinned); with `tls`, its port
 # speaks TLS (ALPN h2 and http/1.1) with make_cert's certificate; with
 # `h2c`, HTTP/2 by prior knowledge (nginx and HAProxy then speak nothing
@@ -177,8 +178,16 @@ switchyard_tables() {
 start_target() {
 	local kind=$1 threads=$2 balance=$3 set=$4 cpus=$5 tls=${6:-} conf pin=()
 	local plain tls_table="" nginx_listen="" nginx_tls="" haproxy_bind="" h2c="" protocol=""
-	local keepalive=128
+	local keepalive=128 log_table=""
 	TARGET_NAME=$kind
+	# Switchyard with its access log off, or JSON to ACCESS_LOG.
+	case $kind in
+	sw-log-off) kind=switchyard ;;
+	sw-log-json)
+		kind=switchyard
+		log_table=$(printf '%s\n' '[log]' "access = \"$ACCESS_LOG\"" 'format = "json"')
+		;;
+	esac
 	TARGET_SCHEME=http
 	plain="\"127.0.0.1:$PORT_SWITCHYARD\""
 	if [[ $tls == tls ]]; then
@@ -213,7 +222,8 @@ start_target() {
 		render "$HERE/switchyard.toml" "$conf" "PLAIN=$plain" "TLS=$tls_table" "H2C=$h2c" "PROTOCOL=$protocol" \
 			"ADMIN=$PORT_ADMIN" "THREADS=$threads" "MAX_CONNS=$MAX_CONNS" \
 			"BALANCE=$(switchyard_balance "$balance")" \
-			"SERVERS=$(backend_list switchyard "$set")" "TABLES=$(switchyard_tables "$set")"
+			"SERVERS=$(backend_list switchyard "$set")" \
+			"TABLES=$(switchyard_tables "$set")"$'\n'"$log_table"
 		start_bg "$WORK_DIR/switchyard.log" "${pin[@]}" "$SWITCHYARD_BIN" --config "$conf"
 		TARGET_PORT=$PORT_SWITCHYARD
 		;;

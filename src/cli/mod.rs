@@ -137,6 +137,19 @@ pub fn summary(config: &Config) -> String {
         config.admin.listen,
         config.server.threads
     );
+    if config.log.access.is_some() {
+        let query = if config.log.log_query {
+            ", with queries"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  access log {} ({}{query})",
+            config.log.describe(),
+            config.log.format.as_str()
+        );
+    }
     for (i, u) in config.upstreams.iter().enumerate() {
         let default = if Some(i) == config.default_upstream {
             ", default"

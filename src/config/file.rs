@@ -21,6 +21,17 @@ pub struct FileConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSection>>,
     pub resolver: Option<Spanned<ResolverSection>>,
+    pub log: Option<Spanned<LogSection>>,
+}
+
+/// `[log]`: the access log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub access: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub log_query: Option<Spanned<bool>>,
+    pub queue_lines: Option<Spanned<i64>>,
 }
 
 /// `[resolver]`: the DNS servers that backends given by name are resolved

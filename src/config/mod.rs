@@ -2,6 +2,7 @@
 //! checked once in `validate.rs`, and comes out as [`Config`], a type the data
 //! plane can use without checking anything again.
 
+mod access;
 mod affinity;
 mod discovery;
 mod error;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use access::*;
 pub use affinity::*;
 pub use discovery::*;
 pub use error::{ConfigError, ErrorKind, LoadError, Position, Warning};
@@ -61,6 +63,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[resolver]`: who answers the names that backends follow.
     pub resolver: Resolver,
+    /// `[log]`: the access log.
+    pub log: LogConfig,
     /// `[[routes]]` in file order; empty when the file has none.
     pub routes: Vec<crate::route::Route>,
     /// Index into `upstreams` of the upstream that takes the requests no

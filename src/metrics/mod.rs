@@ -88,6 +88,8 @@ pub struct Metrics {
     dns_resolutions: IntCounterVec,
     /// upstream, name: when each followed name last gave records.
     dns_last_success: prometheus::GaugeVec,
+    /// Access log lines lost: the queue was full, or their write failed.
+    pub access_log_dropped: IntCounter,
     /// Every (upstream, backend) given series, so those of removed
     /// backends can be dropped once the backend is gone.
     known: Mutex<HashSet<(String, String)>>,
@@ -147,6 +149,7 @@ impl Metrics {
             route_requests: counter(ROUTE_REQUESTS_TOTAL, "Requests each route took, by the status they were answered with (by a backend or by the proxy).", &["route", "code"]),
             dns_resolutions,
             dns_last_success,
+            access_log_dropped: IntCounter::new(ACCESS_LOG_DROPPED_TOTAL, "Access log lines dropped: the queue to the writer was full, or the write failed.").expect("valid counter"),
             known: Mutex::new(HashSet::new()),
             panic: gauge(UPSTREAM_PANIC, "1 while no backend of the upstream is healthy and traffic goes to the least bad ones.", &["upstream"]),
             scrape: Mutex::new(()),
@@ -169,7 +172,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.tls_handshakes.with_label_values(&[result]);
         }
-        let all: [Box<dyn prometheus::core::Collector>; 31] = [
+        let all: [Box<dyn prometheus::core::Collector>; 32] = [
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.last_reload_ok.clone()),
             Box::new(metrics.last_reload_success.clone()),
@@ -200,6 +203,7 @@ impl Metrics {
             Box::new(metrics.tunnels_total.clone()),
             Box::new(metrics.dns_resolutions.clone()),
             Box::new(metrics.dns_last_success.clone()),
+            Box::new(metrics.access_log_dropped.clone()),
             Box::new(build_info),
         ];
         for c in all {

@@ -35,6 +35,7 @@ pub const TUNNELS_OPEN: &str = "switchyard_tunnels_open";
 pub const TUNNELS_TOTAL: &str = "switchyard_tunnels_total";
 pub const DNS_RESOLUTIONS_TOTAL: &str = "switchyard_dns_resolutions_total";
 pub const DNS_LAST_SUCCESS_TIMESTAMP: &str = "switchyard_dns_last_success_timestamp_seconds";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
 
 /// The `protocol` labels of `switchyard_requests_by_protocol_total`.
 pub const PROTOCOLS: [&str; 2] = ["http1", "h2"];

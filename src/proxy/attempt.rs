@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::{errors, retry, Proxy, RequestCtx};
+use crate::access_log::LocalReason;
 use crate::config::Outcome;
 use crate::pool::{health, Lease, Upstream};
 
@@ -24,6 +25,7 @@ impl Proxy {
                 ctx.attempt_started = Instant::now();
                 let mut peer = peer_for(&upstream, lease);
                 within_deadline(ctx, &mut peer)?;
+                ctx.attempts += 1;
                 return Ok(peer);
             }
         }
@@ -46,6 +48,7 @@ impl Proxy {
         }
         ctx.tried.push(index);
         ctx.attempt = Some((index, lease));
+        ctx.attempts += 1;
         Ok(peer)
     }
 
@@ -88,6 +91,7 @@ impl Proxy {
             .cloned()
         else {
             let why = format!("upstream {} was removed by a reload", upstream.name());
+            ctx.local_reason = Some(LocalReason::UpstreamRemoved);
             return Err(Error::explain(ErrorType::HTTPStatus(503), why));
         };
         if !Arc::ptr_eq(&current, &upstream) {
@@ -239,6 +243,7 @@ fn within_deadline(ctx: &mut RequestCtx, peer: &mut HttpPeer) -> Result<()> {
     };
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
+        ctx.local_reason = Some(LocalReason::DeadlineExceeded);
         let why = "the call's grpc-timeout ran out before a backend answered";
         return Err(Error::explain(ErrorType::HTTPStatus(504), why));
     }

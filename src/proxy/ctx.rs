@@ -2,8 +2,9 @@
 //! upstream and lease, its attempts, and what gRPC and the limits need.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::access_log::LocalReason;
 use crate::pool::{Hint, Lease, Snapshot, Upstream};
 
 /// Per-request state. Dropping it (at the end of the request, whatever the
@@ -34,6 +35,16 @@ pub struct RequestCtx {
     pub(super) reconnect: bool,
     /// Set when the proxy wrote the response itself.
     pub(super) local_status: Option<u16>,
+    /// Why it did (or why nothing could be sent), for the access log.
+    pub(super) local_reason: Option<LocalReason>,
+    /// Attempts on backends so far, reconnects included.
+    pub(super) attempts: u32,
+    /// From choosing the last attempt's backend to its response head.
+    pub(super) upstream_time: Option<Duration>,
+    /// A tunnel's route name, kept when it lets go of its snapshot.
+    pub(super) tunnel_route: Option<String>,
+    /// Bytes a tunnel carried: from the client, and from the backend.
+    pub(super) tunnel_bytes: Option<(u64, u64)>,
     /// The request came over TLS.
     pub(super) tls: bool,
     /// `[server] max_body_bytes` for this request, and the body so far.
@@ -69,6 +80,11 @@ impl RequestCtx {
             failures: 0,
             reconnect: false,
             local_status: None,
+            local_reason: None,
+            attempts: 0,
+            upstream_time: None,
+            tunnel_route: None,
+            tunnel_bytes: None,
             tls: false,
             body_limit: None,
             body_bytes: 0,
@@ -78,5 +94,23 @@ impl RequestCtx {
             deadline_bound: false,
             grpc_status: None,
         }
+    }
+}
+
+impl RequestCtx {
+    /// The address of the backend of the last attempt, if one was made
+    /// (its lease may be gone: a failed connect releases it).
+    pub(super) fn last_backend(&self) -> Option<&str> {
+        let (upstream, &i) = self.upstream.as_ref().zip(self.tried.last())?;
+        upstream.backends().get(i).map(|b| b.state.address())
+    }
+
+    /// The name of the route the request took, if one did.
+    pub(super) fn route_name(&self) -> Option<&str> {
+        let routed = self.snapshot.as_ref().zip(self.route);
+        routed
+            .and_then(|(s, i)| s.routes().routes().get(i))
+            .map(|r| r.name.as_str())
+            .or(self.tunnel_route.as_deref())
     }
 }

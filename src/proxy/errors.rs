@@ -8,6 +8,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::access_log::LocalReason;
 use crate::config::Outcome;
 use crate::downstream;
 
@@ -29,6 +30,32 @@ pub fn status_for(e: &Error) -> u16 {
         (ErrorSource::Downstream, _) => 400,
         (ErrorSource::Internal | ErrorSource::Unset, _) => 500,
     }
+}
+
+/// Why a request that failed with `e` gets no backend's answer, when the
+/// error says: `None` for a status an earlier step chose (which knows
+/// its reason better). `deadline_bound`: the client's `grpc-timeout`, not
+/// `read_timeout`, bounded the attempt.
+pub fn local_reason(e: &Error, deadline_bound: bool) -> Option<LocalReason> {
+    use ErrorType::*;
+    let reason = match (e.esource(), e.etype()) {
+        (_, HTTPStatus(_)) => return None,
+        (ErrorSource::Upstream, _) => match failure_kind(e) {
+            Outcome::Timeout if deadline_bound => LocalReason::DeadlineExceeded,
+            Outcome::Timeout => LocalReason::Timeout,
+            Outcome::Connect => LocalReason::ConnectFailed,
+            Outcome::Tls => LocalReason::UpstreamTls,
+            Outcome::Protocol => LocalReason::UpstreamProtocol,
+            _ => LocalReason::UpstreamReset,
+        },
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => {
+            LocalReason::ClientClosed
+        }
+        (ErrorSource::Downstream, ReadTimedout) => LocalReason::ClientTimeout,
+        (ErrorSource::Downstream, _) => LocalReason::BadRequest,
+        (ErrorSource::Internal | ErrorSource::Unset, _) => LocalReason::Internal,
+    };
+    Some(reason)
 }
 
 /// The `kind` of a failure that happened after the connection to the

@@ -6,6 +6,7 @@
 //! when that is safe (`retry.rs`) and the retry budget allows it. The hooks
 //! here shape the responses and count them.
 
+mod access;
 pub(crate) mod affinity;
 mod attempt;
 mod ctx;
@@ -30,6 +31,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::AccessLog;
 use crate::config::{Balance, Outcome};
 use crate::drain::Draining;
 use crate::metrics::{ClientTimeout, Metrics};
@@ -48,18 +50,26 @@ pub struct Proxy {
     draining: Arc<Draining>,
     /// Connects tunnels to their backends.
     tunnels: tunnel::Connector,
+    access_log: Arc<AccessLog>,
 }
 
 impl Proxy {
     /// `draining` is set when the process starts to hand its sockets over
     /// or to shut down: from then on every response closes its connection,
-    /// and tunnels close spread over the grace period.
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, draining: Arc<Draining>) -> Self {
+    /// and tunnels close spread over the grace period. Every request ends
+    /// with a line in `access_log` (when it is on).
+    pub fn new(
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        draining: Arc<Draining>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
         Proxy {
             pool,
             metrics,
             draining,
             tunnels: tunnel::Connector::new(),
+            access_log,
         }
     }
 
@@ -196,12 +206,16 @@ impl ProxyHttp for Proxy {
             // A trailers-only answer carries its status in the head.
             ctx.grpc_status = grpc::status_of(&upstream_response.headers);
         }
+        if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let took = now.saturating_duration_since(ctx.attempt_started);
+        ctx.upstream_time = Some(took);
         if let (Some((_, lease)), false) = (
             &ctx.attempt,
             status.is_informational() || status.is_server_error(),
         ) {
-            let now = Instant::now();
-            let took = now.saturating_duration_since(ctx.attempt_started);
             let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
             lease.backend().latency().record(took, health::at(now));
             if let Some(u) = ctx
@@ -268,6 +282,7 @@ impl ProxyHttp for Proxy {
         let code = if already_started {
             0
         } else {
+            ctx.local_reason = errors::local_reason(e, ctx.deadline_bound).or(ctx.local_reason);
             errors::status_for(e)
         };
         if code > 0 {
@@ -280,6 +295,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.log_access(session, ctx);
         self.metrics.observe_protocol(session.is_http2());
         self.count_route(session, ctx);
         // The other client timeouts are counted where they fire, in the

@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::{affinity, errors, framing, grpc, headers, https, Proxy, RequestCtx};
+use crate::access_log::LocalReason;
 use crate::downstream;
 use crate::pool::Snapshot;
 
@@ -125,6 +126,8 @@ impl Proxy {
         location: Option<&str>,
     ) {
         ctx.local_status = Some(code);
+        ctx.local_reason
+            .get_or_insert_with(|| LocalReason::for_status(code));
         self.metrics.observe_local_response(code);
         let server = match &ctx.snapshot {
             Some(snapshot) => snapshot.config.server.server_header.clone(),
@@ -133,13 +136,7 @@ impl Proxy {
         let server = server.as_ref();
         if ctx.grpc {
             let upstream = ctx.upstream.as_ref().map_or("", |u| u.name());
-            // The backend of the last attempt, if one was made.
-            let backend = ctx
-                .upstream
-                .as_ref()
-                .zip(ctx.tried.last())
-                .and_then(|(u, &i)| u.backends().get(i))
-                .map_or("", |b| b.state.address());
+            let backend = ctx.last_backend().unwrap_or("");
             match grpc::respond(session, code, &ctx.request_id, server).await {
                 Ok(status) => self.metrics.observe_grpc(upstream, backend, status),
                 Err(e) => log::debug!("could not send a gRPC error to client: {e}"),
@@ -197,7 +194,7 @@ fn routing_facts(req: &RequestHeader) -> (std::borrow::Cow<'_, str>, std::borrow
 }
 
 /// [`routing_facts`], as the bytes the request carried.
-fn raw_facts(req: &RequestHeader) -> (&[u8], &[u8]) {
+pub(super) fn raw_facts(req: &RequestHeader) -> (&[u8], &[u8]) {
     let raw = req.raw_path();
     let (authority, target) = match raw_target_authority(raw) {
         RawTargetAuthority::Absolute {

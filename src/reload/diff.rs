@@ -96,6 +96,9 @@ impl Diff {
         if old.resolver != new.resolver {
             d.settings.push("[resolver]".to_string());
         }
+        if old.log != new.log {
+            d.settings.push("[log]".to_string());
+        }
         let default_name = |c: &Config| c.default_upstream().map(|u| u.name.clone());
         if default_name(old) != default_name(new) {
             d.settings.push("default_upstream".to_string());

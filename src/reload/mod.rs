@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 pub use diff::{restart_needed, Diff};
 pub use watch::Triggers;
 
+use crate::access_log::AccessLog;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Snapshot};
@@ -105,6 +106,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// The certificates, reloaded with the config.
     tls: Option<Arc<Tls>>,
+    /// Started anew when `[log]` changes.
+    access_log: Arc<AccessLog>,
     path: PathBuf,
     /// Held for a whole reload (on a blocking thread), so reloads happen
     /// one at a time.
@@ -133,6 +136,7 @@ impl Reloader {
         pool: Arc<Pool>,
         metrics: Arc<Metrics>,
         tls: Option<Arc<Tls>>,
+        access_log: Arc<AccessLog>,
         path: PathBuf,
     ) -> Self {
         metrics.observe_config_loaded(SystemTime::now());
@@ -140,6 +144,7 @@ impl Reloader {
             pool,
             metrics,
             tls,
+            access_log,
             path,
             running: Mutex::new(()),
             state: Mutex::new(State {
@@ -212,6 +217,19 @@ impl Reloader {
                 ),
             });
         }
+        // Opened before anything is swapped: a file that cannot be opened
+        // fails the reload as a whole.
+        let access_log = match self.access_log.prepare(&new.log) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let error = format!(
+                    "{}: cannot open the access log {}: {e}; nothing in the file was applied",
+                    self.path.display(),
+                    new.log.describe()
+                );
+                return Some(AttemptResult::Failed { error });
+            }
+        };
         let certificates = match self.reload_certificates(&new) {
             Err(error) => return Some(AttemptResult::Failed { error }),
             Ok(certificates) => certificates,
@@ -235,6 +253,9 @@ impl Reloader {
         } else {
             for w in &new.warnings {
                 log::warn!("{w}");
+            }
+            if let Some(prepared) = access_log {
+                self.access_log.commit(prepared);
             }
             let version = self.pool.install(new);
             self.metrics.init_series(&self.pool.snapshot());

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod access_log;
+mod access_log_config;
 mod admin;
 mod affinity;
 mod affinity_config;

@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::file::{FileConfig, ServerSection};
 use super::*;
 
+mod access;
 mod admin;
 mod affinity;
 mod discovery;
@@ -81,6 +82,7 @@ pub(super) fn validate(
         admin,
         upstreams,
         resolver,
+        log: src.log(file.log)?,
         routes,
         default_upstream,
         warnings,

@@ -177,8 +177,10 @@ impl Proxy {
         take::record(session, resp).await;
         downstream::tunnel_started();
         // The route is counted now, so that the tunnel need not hold the
-        // snapshot it was routed in (and its whole config) while it lasts.
+        // snapshot it was routed in (and its whole config) while it lasts;
+        // only its name is kept, for the access log's line at the close.
         self.count_route(session, ctx);
+        ctx.tunnel_route = ctx.route_name().map(str::to_owned);
         ctx.route = None;
         let grace_period = ctx.snapshot.take().map(|s| s.config.server.grace_period);
         let _open = self
@@ -188,11 +190,13 @@ impl Proxy {
             .draining
             .tunnel_closes(grace_period.unwrap_or_default());
         let idle = upstream.timeouts().tunnel_idle;
-        let end = pipe::carry((stream, client.early), backend, idle, closing).await;
+        let carried = pipe::carry((stream, client.early), backend, idle, closing).await;
+        ctx.tunnel_bytes = Some((carried.from_client, carried.from_backend));
         log::debug!(
-            "tunnel to {} of {} ended: {end}",
+            "tunnel to {} of {} ended: {}",
             backend_state.address(),
-            upstream.name()
+            upstream.name(),
+            carried.end
         );
     }
 }

@@ -2,6 +2,8 @@
 //! (each direction half-closes on its own, as TCP does), the tunnel is
 //! idle for its `tunnel_idle_timeout`, or the drain reaches its close time.
 //!
+//! Each side counts the bytes read from it, for the access log.
+//!
 //! Idleness is measured, not polled: each read and write that moves bytes
 //! stamps the time, and one timer set at the last stamp plus the timeout
 //! is moved on when it fires early. A quiet tunnel costs one timer and no
@@ -43,6 +45,15 @@ impl fmt::Display for End {
     }
 }
 
+/// How a tunnel ended, and the bytes it carried each way (early ones
+/// included).
+#[derive(Debug)]
+pub(super) struct Carried {
+    pub end: End,
+    pub from_client: u64,
+    pub from_backend: u64,
+}
+
 /// Copies between `client` and `backend`, each side's `early` bytes (read
 /// before the tunnel began) first, until one of the ends in [`End`];
 /// `closing` resolves at the drain's close time.
@@ -51,7 +62,7 @@ pub(super) async fn carry<C, B>(
     backend: (B, Bytes),
     idle: Duration,
     closing: impl Future<Output = ()>,
-) -> End
+) -> Carried
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -59,27 +70,32 @@ where
     let activity = Activity::new();
     let mut client = Side::new(client, &activity);
     let mut backend = Side::new(backend, &activity);
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
-    tokio::pin!(copy, closing);
-    let timer = tokio::time::sleep(idle);
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            biased;
-            copied = &mut copy => {
-                return copied.map_or_else(End::Failed, |_| End::Closed);
-            }
-            () = &mut closing => return End::Drained,
-            () = &mut timer => {
-                // Each turn moves the timer strictly later, past bytes
-                // that moved since it was set.
-                let due = activity.last() + idle;
-                if due <= Instant::now() {
-                    return End::Idle;
+    let end = {
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
+        tokio::pin!(copy, closing);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                copied = &mut copy => break copied.map_or_else(End::Failed, |_| End::Closed),
+                () = &mut closing => break End::Drained,
+                () = &mut timer => {
+                    // Each turn moves the timer strictly later, past bytes
+                    // that moved since it was set.
+                    let due = activity.last() + idle;
+                    if due <= Instant::now() {
+                        break End::Idle;
+                    }
+                    timer.as_mut().reset(due);
                 }
-                timer.as_mut().reset(due);
             }
         }
+    };
+    Carried {
+        end,
+        from_client: client.read,
+        from_backend: backend.read,
     }
 }
 
@@ -108,11 +124,13 @@ impl Activity {
 }
 
 /// One side of the tunnel: its stream, the bytes it sent before the
-/// tunnel began (read first), and the shared activity stamp.
+/// tunnel began (read first), the shared activity stamp, and the bytes
+/// read from it so far.
 struct Side<'a, S> {
     stream: S,
     early: Bytes,
     activity: &'a Activity,
+    read: u64,
 }
 
 impl<'a, S> Side<'a, S> {
@@ -121,6 +139,7 @@ impl<'a, S> Side<'a, S> {
             stream,
             early,
             activity,
+            read: 0,
         }
     }
 }
@@ -137,12 +156,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Side<'_, S> {
             buf.put_slice(&this.early[..n]);
             this.early.advance(n);
             this.activity.touch();
+            this.read += n as u64;
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
             this.activity.touch();
+            this.read += n as u64;
         }
         read
     }
@@ -184,7 +206,7 @@ mod tests {
         client_early: &'static [u8],
         backend_early: &'static [u8],
         closing: impl Future<Output = ()> + Send + 'static,
-    ) -> (DuplexStream, DuplexStream, tokio::task::JoinHandle<End>) {
+    ) -> (DuplexStream, DuplexStream, tokio::task::JoinHandle<Carried>) {
         let (client, client_far) = duplex(1024);
         let (backend, backend_far) = duplex(1024);
         let task = tokio::spawn(carry(
@@ -217,7 +239,10 @@ mod tests {
         backend.write_all(b"bye").await.unwrap();
         assert_eq!(read_exactly(&mut client, 3).await, b"bye");
         backend.shutdown().await.unwrap();
-        assert!(matches!(task.await.unwrap(), End::Closed));
+        let carried = task.await.unwrap();
+        assert!(matches!(carried.end, End::Closed));
+        // "hello" + "ping"; "welcome" + "pong" + "bye".
+        assert_eq!((carried.from_client, carried.from_backend), (9, 14));
     }
 
     #[tokio::test(start_paused = true)]
@@ -232,7 +257,7 @@ mod tests {
         }
         let last = Instant::now();
         assert!(last - began >= 2 * IDLE);
-        assert!(matches!(task.await.unwrap(), End::Idle));
+        assert!(matches!(task.await.unwrap().end, End::Idle));
         let ended = Instant::now();
         assert!(
             ended - last >= IDLE,
@@ -251,6 +276,8 @@ mod tests {
         });
         client.write_all(b"busy").await.unwrap();
         closes.send(()).unwrap();
-        assert!(matches!(task.await.unwrap(), End::Drained));
+        let carried = task.await.unwrap();
+        assert!(matches!(carried.end, End::Drained));
+        assert_eq!(carried.from_client, 4);
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod access_log;
 pub mod announcing;
 pub mod backend;
 pub mod binary;

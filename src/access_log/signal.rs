@@ -1,0 +1,37 @@
+//! SIGUSR1 reopens the access log file, as logrotate's `postrotate`
+//! expects. Listening is a background service of the server; Pingora's
+//! own signals (SIGTERM, SIGINT, SIGQUIT) are left to it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::AccessLog;
+
+/// Reopens the access log on every SIGUSR1.
+pub struct Reopen(pub Arc<AccessLog>);
+
+#[async_trait]
+impl BackgroundService for Reopen {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGUSR1 (access log reopening): {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                received = usr1.recv() => match received {
+                    Some(()) => self.0.reopen(),
+                    None => break,
+                },
+            }
+        }
+    }
+}
