@@ -38,6 +38,9 @@ pub fn status_for(e: &Error) -> u16 {
 /// `read_timeout`, bounded the attempt.
 pub fn local_reason(e: &Error, deadline_bound: bool) -> Option<LocalReason> {
     use ErrorType::*;
+    if downstream::is_malformed_body(e.root_cause()) {
+        return Some(LocalReason::BadRequest);
+    }
     let reason = match (e.esource(), e.etype()) {
         (_, HTTPStatus(_)) => return None,
         (ErrorSource::Upstream, _) => match failure_kind(e) {
@@ -129,4 +132,32 @@ pub fn set_server(resp: &mut ResponseHeader, server: Option<&HeaderValue>) -> pi
         resp.insert_header(SERVER, server)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_chunked_body_is_a_bad_request_for_the_client_and_the_log() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            downstream::Malformed("a bare LF ends a chunk line"),
+        );
+        let mut e = Error::because(ErrorType::ReadError, "reading the body", refused);
+        e.as_down();
+        assert_eq!(status_for(&e), 400);
+        assert!(matches!(
+            local_reason(&e, false),
+            Some(LocalReason::BadRequest)
+        ));
+        // A client that went away is not one.
+        let mut gone = Error::new(ErrorType::ConnectionClosed);
+        gone.as_down();
+        assert_eq!(status_for(&gone), 0);
+        assert!(matches!(
+            local_reason(&gone, false),
+            Some(LocalReason::ClientClosed)
+        ));
+    }
 }

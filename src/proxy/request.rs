@@ -213,16 +213,19 @@ pub(super) fn raw_facts(req: &RequestHeader) -> (&[u8], &[u8]) {
 
 /// How the request's body is framed, as Pingora reads an HTTP/1 one: it
 /// has refused a last transfer coding other than `chunked`, and lengths
-/// that disagree. An upgrade is read as it comes.
+/// that disagree. An upgrade without a body is read as it comes (what
+/// follows its head is the new protocol's, once the backend agrees); one
+/// with a body is declined and forwarded as a plain request, so its body
+/// is read as strictly as any other.
 fn body_framing(session: &Session) -> downstream::Body {
     let req = session.req_header();
-    if session.is_upgrade_req() {
-        downstream::Body::Unknown
-    } else if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+    let length = framing::agreed_content_length(req);
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
         downstream::Body::Chunked
+    } else if session.is_upgrade_req() && length.is_none_or(|n| n == 0) {
+        downstream::Body::Unknown
     } else if req.headers.contains_key(http::header::CONTENT_LENGTH) {
-        framing::agreed_content_length(req)
-            .map_or(downstream::Body::Unknown, downstream::Body::Length)
+        length.map_or(downstream::Body::Unknown, downstream::Body::Length)
     } else {
         downstream::Body::Length(0)
     }

@@ -95,6 +95,26 @@ async fn malformed_chunked_bodies_get_400_at_once_and_drop_the_backend() {
     assert!(backend.errors().is_empty(), "{:?}", backend.errors());
 }
 
+/// An upgrade with a body is declined and forwarded as a plain request:
+/// its chunked framing is read as strictly as any other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_a_malformed_chunked_body_gets_400_too() {
+    let (backend, proxy) = start().await;
+    let head = "POST /upload HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\n\
+                Upgrade: websocket\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (name, body) in &MALFORMED[..3] {
+        let started = Instant::now();
+        let reply = request(proxy.addr, name, format!("{head}{body}").as_bytes()).await;
+        assert_eq!(reply.status, Some(400), "{name}: {reply:?}");
+        assert!(
+            started.elapsed() < AT_ONCE,
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(backend.requests().is_empty(), "{:?}", backend.requests());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_chunk_after_good_ones_cuts_the_forwarded_request() {
     let (backend, proxy) = start().await;
