@@ -102,6 +102,33 @@ pub async fn drained(draining: &Draining, metrics: &Metrics, pool: &Pool) {
     }
 }
 
+/// For the binary: a service that starts [`exit_when_drained`]'s thread,
+/// once Pingora runs its services (after it has forked, with `--daemon`:
+/// a thread started before would not be in the daemon).
+pub struct ExitWhenDrained<F> {
+    pub draining: Arc<Draining>,
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<Pool>,
+    pub before_exit: std::sync::Mutex<Option<F>>,
+}
+
+#[async_trait::async_trait]
+impl<F: FnOnce() + Send + 'static> pingora::services::background::BackgroundService
+    for ExitWhenDrained<F>
+{
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        let before_exit = self
+            .before_exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(before_exit) = before_exit {
+            let (d, m, p) = (&self.draining, &self.metrics, &self.pool);
+            exit_when_drained(Arc::clone(d), Arc::clone(m), Arc::clone(p), before_exit);
+        }
+    }
+}
+
 /// For the binary: a thread of its own that exits the process once drained,
 /// after `before_exit` (which writes out the access log). Not for tests
 /// that run the server in-process.

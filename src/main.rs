@@ -59,18 +59,21 @@ fn main() -> ExitCode {
             }
         }
         None => match switchyard::build_server(config, cli.pingora_opt()) {
-            Ok(built) => {
+            Ok(mut built) => {
                 // The grace period is only the cap: exit once drained, with
                 // the access log's last lines written.
                 let access_log = std::sync::Arc::clone(&built.access_log);
-                switchyard::drain_end::exit_when_drained(
-                    std::sync::Arc::clone(&built.handed_over),
-                    std::sync::Arc::clone(&built.metrics),
-                    std::sync::Arc::clone(&built.pool),
-                    move || {
+                let exit = switchyard::drain_end::ExitWhenDrained {
+                    draining: std::sync::Arc::clone(&built.handed_over),
+                    metrics: std::sync::Arc::clone(&built.metrics),
+                    pool: std::sync::Arc::clone(&built.pool),
+                    before_exit: std::sync::Mutex::new(Some(move || {
                         access_log.flush(EXIT_FLUSH);
-                    },
-                );
+                    })),
+                };
+                let exit =
+                    pingora::services::background::background_service("switchyard drain end", exit);
+                built.server.add_service(exit);
                 built.server.run_forever()
             }
             Err(e) => {

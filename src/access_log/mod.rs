@@ -56,8 +56,11 @@ impl AccessLog {
     /// Starts the access log `settings` describe (nothing for `off`),
     /// counting lost lines in `dropped`. Fails if its file cannot be
     /// opened.
+    ///
+    /// Its writer thread starts with [`run`](Self::run), from a service
+    /// of the server: after Pingora has forked, with `--daemon`.
     pub fn start(settings: &LogConfig, dropped: IntCounter) -> io::Result<AccessLog> {
-        let sink = Sink::start(settings, &dropped)?;
+        let sink = Sink::start(settings, &dropped, false)?;
         Ok(AccessLog {
             sink: ArcSwapOption::new(sink),
             settings: Mutex::new(settings.clone()),
@@ -79,7 +82,7 @@ impl AccessLog {
         }
         Ok(Some(Prepared {
             settings: settings.clone(),
-            sink: Sink::start(settings, &self.dropped)?,
+            sink: Sink::start(settings, &self.dropped, true)?,
         }))
     }
 
@@ -88,6 +91,15 @@ impl AccessLog {
     pub fn commit(&self, prepared: Prepared) {
         *self.settings() = prepared.settings;
         self.sink.store(prepared.sink);
+    }
+
+    /// Starts the writer thread of the sink [`start`](Self::start) made.
+    pub fn run(&self) {
+        if let Some(sink) = self.sink.load().as_ref() {
+            if let Err(e) = sink.writer.spawn() {
+                log::error!("the access log's writer did not start ({e}): its lines are dropped");
+            }
+        }
     }
 
     /// Opens the file again (SIGUSR1, after logrotate moved it).
@@ -112,16 +124,20 @@ impl AccessLog {
 }
 
 impl Sink {
-    fn start(settings: &LogConfig, dropped: &IntCounter) -> io::Result<Option<Arc<Sink>>> {
+    /// `run`: start its writer thread now, rather than at `AccessLog::run`.
+    fn start(
+        settings: &LogConfig,
+        dropped: &IntCounter,
+        run: bool,
+    ) -> io::Result<Option<Arc<Sink>>> {
         let Some(target) = &settings.access else {
             return Ok(None);
         };
-        let writer = writer::Writer::start(
-            target,
-            settings.format,
-            settings.queue_lines,
-            dropped.clone(),
-        )?;
+        let (format, lines) = (settings.format, settings.queue_lines);
+        let writer = writer::Writer::open(target, format, lines, dropped.clone())?;
+        if run {
+            writer.spawn()?;
+        }
         Ok(Some(Arc::new(Sink {
             writer,
             format: settings.format,

@@ -1,6 +1,8 @@
 //! SIGUSR1 reopens the access log file, as logrotate's `postrotate`
 //! expects. Listening is a background service of the server; Pingora's
-//! own signals (SIGTERM, SIGINT, SIGQUIT) are left to it.
+//! own signals (SIGTERM, SIGINT, SIGQUIT) are left to it. The same service
+//! starts the writer thread: services start after Pingora has forked to
+//! run as a daemon, threads started before would not be in the daemon.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub struct Reopen(pub Arc<AccessLog>);
 #[async_trait]
 impl BackgroundService for Reopen {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.0.run();
         let mut usr1 = match signal(SignalKind::user_defined1()) {
             Ok(s) => s,
             Err(e) => {

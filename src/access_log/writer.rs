@@ -71,12 +71,29 @@ impl Shared {
 pub struct Writer {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
+    /// The thread's state until [`spawn`](Self::spawn) starts it.
+    pending: Mutex<Option<Thread>>,
 }
 
 impl Writer {
     /// Opens `target` (a FIFO: in the thread) and starts its thread, with
     /// a queue of `queue_lines` records.
+    #[cfg(test)]
     pub fn start(
+        target: &AccessTarget,
+        format: Format,
+        queue_lines: usize,
+        dropped: IntCounter,
+    ) -> io::Result<Writer> {
+        let writer = Self::open(target, format, queue_lines, dropped)?;
+        writer.spawn()?;
+        Ok(writer)
+    }
+
+    /// Like [`start`](Self::start), but the thread waits for
+    /// [`spawn`](Self::spawn): a thread started before Pingora forks to run
+    /// as a daemon would not be in the daemon. Lines sent meanwhile queue.
+    pub fn open(
         target: &AccessTarget,
         format: Format,
         queue_lines: usize,
@@ -99,10 +116,26 @@ impl Writer {
             pass: queue_lines.max(1),
             failing: false,
         };
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || thread.run())?;
-        Ok(Writer { tx, shared })
+        Ok(Writer {
+            tx,
+            shared,
+            pending: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Starts the thread, unless it has started.
+    pub fn spawn(&self) -> io::Result<()> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = pending {
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || thread.run())?;
+        }
+        Ok(())
     }
 
     /// Queues `record`, or counts it dropped if the queue is full. Never

@@ -223,3 +223,57 @@ async fn status_over(stream: &mut tokio::net::TcpStream) -> serde_json::Value {
     let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
+
+/// With `--daemon` Pingora forks once its services are built: the access
+/// log's writer and the drain's watcher are started after that, so the
+/// daemon writes its lines and exits as soon as SIGTERM's drain is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_daemon_it_logs_and_exits_once_drained() {
+    use crate::support::access_log::{get, log_table, wait_for};
+    use sha2::Digest;
+    let backend = TestBackend::start("app", Behavior::Name).await;
+    let log = crate::support::temp_dir("daemon").join("access.log");
+    let config = BinaryConfig::with_settings("300s", "", &log_table(&log, ""), &[backend.addr]);
+    let started = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--daemon")
+        .arg("--config")
+        .arg(&config.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success(), "{started}");
+    // Its pid file, where the server puts it for this config path.
+    let path = std::path::absolute(&config.path).unwrap();
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let pid_file = format!("/tmp/switchyard-{hex}.pid");
+    let http = client();
+    eventually("the daemon to answer", || async {
+        let r = http.get(config.url()).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(get(&http, config.url(), "daemon-1").await, 200);
+    let lines = wait_for(&log, "daemon-1").await;
+    assert_eq!(lines.last().unwrap()["status"], 200);
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    drop(http);
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // The grace period is 300 s: gone well before means the drain ended it.
+    eventually("the daemon to exit after SIGTERM", || async {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", &pid])
+            .status()
+            .unwrap();
+        (!alive.success()).then_some(())
+    })
+    .await;
+}
