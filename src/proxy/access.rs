@@ -38,7 +38,12 @@ impl Proxy {
             sink.wants_agent()
                 .then(|| req.headers.get(name))
                 .flatten()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .map(|v| {
+                    capped(
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        AGENT_BYTES,
+                    )
+                })
         };
         let record = Record {
             time: now.checked_sub(duration).unwrap_or(now),
@@ -48,8 +53,11 @@ impl Proxy {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
             method: req.method.clone(),
-            host: String::from_utf8_lossy(host).into_owned(),
-            path: path_of(&String::from_utf8_lossy(target), sink.log_query()).to_owned(),
+            host: capped(String::from_utf8_lossy(host).into_owned(), HOST_BYTES),
+            path: capped(
+                path_of(&String::from_utf8_lossy(target), sink.log_query()).to_owned(),
+                PATH_BYTES,
+            ),
             version: req.version,
             status,
             bytes_in,
@@ -65,5 +73,35 @@ impl Proxy {
             user_agent: header(http::header::USER_AGENT),
         };
         sink.send(record);
+    }
+}
+
+/// The longest host, path and `Referer` or `User-Agent` a line keeps: a
+/// queued record holds at most about 3.3 KiB of the client's bytes, so a
+/// stalled writer's full queue stays small (13 MiB at 4,096 lines) however
+/// long the requests it holds.
+const HOST_BYTES: usize = 256;
+const PATH_BYTES: usize = 2048;
+const AGENT_BYTES: usize = 512;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn capped(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_fields_are_cut_on_a_character_boundary() {
+        assert_eq!(super::capped("abc".into(), 8), "abc");
+        assert_eq!(super::capped("abcdef".into(), 4), "abcd");
+        assert_eq!(super::capped("aé".into(), 2), "a");
     }
 }
