@@ -11,6 +11,11 @@
 // WORKERS overrides the number of workers.
 "use strict";
 const cluster = require("cluster");
+// The workers accept from the shared socket themselves, rather than the
+// primary accepting and handing each connection to a worker in turn: a
+// connection accepted just as a worker dies then waits in the socket for a
+// live one, instead of being handed to the dead one and never answered.
+cluster.schedulingPolicy = cluster.SCHED_NONE;
 const crypto = require("crypto");
 const http = require("http");
 const os = require("os");
