@@ -18,7 +18,10 @@ pub struct Reopen(pub Arc<AccessLog>);
 
 #[async_trait]
 impl BackgroundService for Reopen {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Listens until the process ends, drain included: a logrotate run
+    /// while the process drains still gets its file reopened (the runtime
+    /// drops this task when Pingora stops it).
+    async fn start(&self, _shutdown: ShutdownWatch) {
         self.0.run();
         let mut usr1 = match signal(SignalKind::user_defined1()) {
             Ok(s) => s,
@@ -27,14 +30,8 @@ impl BackgroundService for Reopen {
                 return;
             }
         };
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                received = usr1.recv() => match received {
-                    Some(()) => self.0.reopen(),
-                    None => break,
-                },
-            }
+        while usr1.recv().await.is_some() {
+            self.0.reopen();
         }
     }
 }
