@@ -5,6 +5,8 @@
 //! takes the backend back. Each change is a new snapshot from the pool's
 //! builder, so reloads and DNS answers keep it.
 
+use std::time::SystemTime;
+
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -115,22 +117,30 @@ pub fn progress(
     backend: &str,
 ) -> Option<(DrainProgress, bool)> {
     let snapshot = pool.snapshot();
-    let left = |state: &BackendState| {
-        let tunnels = metrics.tunnels_open_to(upstream, state.address());
-        (state.left_in_flight() as u64, tunnels)
-    };
     if let Ok(b) = snapshot.find_backend(upstream, backend) {
-        let (in_flight, tunnels) = left(&b.state);
-        let address = b.state.address();
-        let p = DrainProgress::new(upstream, address, b.drained, in_flight, tunnels);
-        return Some((p, true));
+        return Some((progress_of(metrics, upstream, &b.state, b.drained), true));
     }
     let u = snapshot.upstream_named(upstream)?;
     let (address, since) = u.drained_unlisted().iter().find(|(a, _)| a == backend)?;
-    let state = pool.live_state(upstream, address);
-    let (in_flight, tunnels) = state.as_deref().map_or((0, 0), left);
-    let p = DrainProgress::new(upstream, address, Some(*since), in_flight, tunnels);
+    let p = match pool.live_state(upstream, address) {
+        Some(state) => progress_of(metrics, upstream, &state, Some(*since)),
+        None => DrainProgress::new(upstream, address, Some(*since), 0, 0),
+    };
     Some((p, false))
+}
+
+/// Where the drain of `state`, a backend of `upstream` drained `since`
+/// then (or not), stands now: its leases and open tunnels.
+pub(super) fn progress_of(
+    metrics: &Metrics,
+    upstream: &str,
+    state: &BackendState,
+    since: Option<SystemTime>,
+) -> DrainProgress {
+    let address = state.address();
+    let tunnels = metrics.tunnels_open_to(upstream, address);
+    let in_flight = state.left_in_flight() as u64;
+    DrainProgress::new(upstream, address, since, in_flight, tunnels)
 }
 
 /// The JSON answer: `listed` is whether the upstream still lists it.

@@ -10,7 +10,7 @@ use super::{millis, rfc3339};
 use crate::config::{Balance, HealthCheck, Probe};
 use crate::discovery::Board;
 use crate::metrics::Metrics;
-use crate::pool::{health, latency, Backend, DrainProgress, Snapshot, Upstream};
+use crate::pool::{health, latency, Backend, Snapshot, Upstream};
 use crate::reload::Reloader;
 
 /// The `/status` document.
@@ -201,10 +201,7 @@ fn check_settings(c: &HealthCheck) -> Value {
 /// Overrides the state of a backend drained on the admin port with where
 /// its drain stands: what is left on it, or that it may be stopped.
 fn drained_status(v: &mut Value, u: &Upstream, b: &Backend, metrics: &Metrics) {
-    let address = b.state.address();
-    let tunnels = metrics.tunnels_open_to(u.name(), address);
-    let in_flight = b.state.left_in_flight() as u64;
-    let p = DrainProgress::new(u.name(), address, b.drained, in_flight, tunnels);
+    let p = super::backends::progress_of(metrics, u.name(), &b.state, b.drained);
     let since = p.since.map(rfc3339).unwrap_or_default();
     let health = v["state"].as_str().unwrap_or_default().to_string();
     v["reason"] = match p.drained() {

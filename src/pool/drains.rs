@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use std::sync::Arc;
 
-use super::{Backend, BackendState, Pool, Snapshot};
+use super::{Backend, BackendState, Builder, Pool, Snapshot};
 
 /// The drain marks: by upstream, then by backend address (as the backend's
 /// state names it: `ip:port` as written, or as DNS gave it).
@@ -101,12 +101,7 @@ impl Pool {
     /// drained before and no longer listed stays so.
     pub fn drain(&self, upstream: &str, backend: &str) -> Result<String, DrainError> {
         let mut builder = self.builder();
-        let snapshot = self.snapshot();
-        let address = match snapshot.find_backend(upstream, backend) {
-            Ok(b) => b.state.address().to_string(),
-            Err(e) if builder.drains.since(upstream, backend).is_none() => return Err(e),
-            Err(_) => return Ok(backend.to_string()),
-        };
+        let address = self.drain_target(&builder, upstream, backend)?;
         if builder.drains.since(upstream, &address).is_none() {
             builder.drains.mark(upstream, &address);
             self.rebuild(&mut builder);
@@ -119,16 +114,28 @@ impl Pool {
     /// taken off too. Its address as the pool names it.
     pub fn undrain(&self, upstream: &str, backend: &str) -> Result<String, DrainError> {
         let mut builder = self.builder();
-        let snapshot = self.snapshot();
-        let address = match snapshot.find_backend(upstream, backend) {
-            Ok(b) => b.state.address().to_string(),
-            Err(e) if builder.drains.since(upstream, backend).is_none() => return Err(e),
-            Err(_) => backend.to_string(),
-        };
+        let address = self.drain_target(&builder, upstream, backend)?;
         if builder.drains.unmark(upstream, &address) {
             self.rebuild(&mut builder);
         }
         Ok(address)
+    }
+
+    /// The address, as the pool names it, of what `backend` names in
+    /// `upstream`: a backend the current snapshot lists, or a drained
+    /// address it no longer lists. Read under the builder's lock, so the
+    /// snapshot is the one the builder made last.
+    fn drain_target(
+        &self,
+        builder: &Builder,
+        upstream: &str,
+        backend: &str,
+    ) -> Result<String, DrainError> {
+        match self.snapshot().find_backend(upstream, backend) {
+            Ok(b) => Ok(b.state.address().to_string()),
+            Err(_) if builder.drains.since(upstream, backend).is_some() => Ok(backend.to_string()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The state of `backend` of `upstream` if it still exists, listed or

@@ -63,18 +63,19 @@ impl Proxy {
         ctx: &mut RequestCtx,
         mut upstream: Arc<Upstream>,
     ) -> Result<(Arc<Upstream>, usize, Lease)> {
-        for round in 0..3 {
+        let mut picks = 0;
+        loop {
             let Some((index, lease)) = upstream.select(&ctx.tried, ctx.hint) else {
                 let why = format!("upstream {} has no usable backend", upstream.name());
                 return Err(Error::explain(ErrorType::HTTPStatus(503), why));
             };
-            if round == 2 || !lease.backend().is_drained() {
+            picks += 1;
+            if picks == 3 || !lease.backend().is_drained() {
                 return Ok((upstream, index, lease));
             }
             drop(lease);
             upstream = self.current_upstream(ctx)?;
         }
-        unreachable!("the third round returns")
     }
 
     /// The request's upstream in the current snapshot, made the request's
